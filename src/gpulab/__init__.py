@@ -1,0 +1,3 @@
+"""gpulab: provision GPU lab nodes to a verified deep-learning environment."""
+
+__version__ = "0.1.0"
