@@ -1,0 +1,267 @@
+"""gpulab lab STAND-IN: a fake `nvidia-smi` that replays outputs captured on real GPUs.
+
+`PROFILES` lists the GPUs/drivers (and broken states) a test host can pretend to have; `stage()` writes
+the files of one profile under a directory as they must land under `/` on the host:
+
+- `usr/bin/nvidia-smi`: the replaying script (`fake_nvidia_smi.py`, stdlib only), mode 0755;
+- `etc/gpulab-lab/nvidia-smi.profile`: one line, the profile name;
+- `usr/local/share/gpulab-lab/nvidia-smi/<profile>/`: `manifest.json` plus the captures, byte for byte;
+- `etc/gpulab-lab/proc-driver-nvidia-version` for `driver-mismatch` only (a real
+  `/proc/driver/nvidia/version` whose kernel-module version differs from the NVML library's).
+
+Profile `none` stands for a host without the NVIDIA driver: nothing but the profile file is staged and
+`/usr/bin/nvidia-smi` must be absent on the host. The captures and their sources are in
+`gpulab/lab/fixtures/` (see its SOURCES.md).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+__all__ = [
+    "DATA_DIR",
+    "FIXTURES_DIR",
+    "PROC_VERSION_FILE",
+    "PROFILES",
+    "PROFILE_FILE",
+    "SCRIPT",
+    "Profile",
+    "UnknownProfileError",
+    "error_output",
+    "stage",
+]
+
+FIXTURES_DIR = Path(__file__).resolve().parent.parent / "fixtures"
+SCRIPT = Path(__file__).resolve().parent / "fake_nvidia_smi.py"
+
+# Where the files land on a host (relative to /).
+BIN_FILE = "usr/bin/nvidia-smi"
+PROFILE_FILE = "etc/gpulab-lab/nvidia-smi.profile"
+DATA_DIR = "usr/local/share/gpulab-lab/nvidia-smi"
+PROC_VERSION_FILE = "etc/gpulab-lab/proc-driver-nvidia-version"
+
+# Response kind -> file name inside the staged profile directory.
+STAGED_NAMES = {
+    "table": "table.txt",
+    "query": "query.txt",
+    "list": "list.txt",
+    "version": "version.txt",
+    "query_gpu_csv": "query-gpu-allfields.csv",
+}
+
+ProfileKind = Literal["gpu", "error", "absent"]
+
+
+class UnknownProfileError(ValueError):
+    """The profile name is not in PROFILES."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"unknown nvidia-smi profile {name!r}; known profiles: {', '.join(sorted(PROFILES))}"
+        )
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One GPU/driver state a test host can have, built only from real captures.
+
+    `captures` maps a response kind (`table`, `query`, `list`, `version`, `query_gpu_csv`) to a fixture
+    path relative to `FIXTURES_DIR`. An error profile prints `error` (lines `error_lines`, 1-based and
+    inclusive, when the fixture is a transcript) and exits with `rc` for every invocation.
+    """
+
+    name: str
+    description: str
+    kind: ProfileKind
+    captures: dict[str, str] = field(default_factory=dict)
+    error: str | None = None
+    error_lines: tuple[int, int] | None = None
+    rc: int = 0
+    proc_version: str | None = None
+
+
+def _complete(name: str, description: str, stem: str) -> Profile:
+    """A machine with every capture (table, -q, -L, --version, --query-gpu of every field)."""
+    return Profile(
+        name=name,
+        description=description,
+        kind="gpu",
+        captures={
+            "table": f"nvidia-smi/table/{stem}__idle.txt",
+            "query": f"nvidia-smi/query-q/{stem}__idle.txt",
+            "list": f"nvidia-smi/list-L/{stem}.txt",
+            "version": f"nvidia-smi/version/{stem}.txt",
+            "query_gpu_csv": f"nvidia-smi/query-gpu-csv/{stem}__idle__allfields.csv",
+        },
+    )
+
+
+def _query_only(name: str, description: str, stem: str, table: bool = True) -> Profile:
+    """A machine known from its `nvidia-smi -a` capture (and its table where one was captured)."""
+    captures = {"query": f"nvidia-smi/query-q/{stem}.txt"}
+    if table:
+        captures["table"] = f"nvidia-smi/table/{stem}.txt"
+    return Profile(name=name, description=description, kind="gpu", captures=captures)
+
+
+def _error(
+    name: str,
+    description: str,
+    fixture: str,
+    rc: int,
+    error_lines: tuple[int, int] | None = None,
+    proc_version: str | None = None,
+) -> Profile:
+    """A broken driver state: the captured error text and nvidia-smi's exit code, for every call."""
+    return Profile(
+        name=name,
+        description=description,
+        kind="error",
+        error=f"nvidia-smi/errors/{fixture}",
+        error_lines=error_lines,
+        rc=rc,
+        proc_version=proc_version,
+    )
+
+
+_ALL: list[Profile] = [
+    _complete(
+        "h100-590.48.01", "1x H100 80GB HBM3, driver 590.48.01, CUDA 13.1", "h100-80gb-hbm3__590.48.01"
+    ),
+    _complete(
+        "h200-mig-590.48.01", "1x H200 in MIG mode (5 MIG devices), driver 590.48.01", "h200-mig__590.48.01"
+    ),
+    _complete("l40s-595.80", "1x L40S, driver 595.80, CUDA 13.2", "l40s__595.80"),
+    _complete(
+        "rtx2080super-610.57.04",
+        "1x GeForce RTX 2080 SUPER, driver 610.57.04 (R610: KMD/CUDA UMD headers), CUDA 13.3",
+        "rtx-2080-super__610.57.04",
+    ),
+    _query_only(
+        "l40s-550.127.05", "1x L40S, driver 550.127.05, CUDA 12.4 (-a only)", "l40s__550.127.05", False
+    ),
+    _query_only(
+        "h100x8-565.57.01",
+        "8x H100 80GB HBM3 SXM, driver 565.57.01 (-a only)",
+        "h100-80gb-hbm3-sxm-x8__565.57.01",
+        False,
+    ),
+    _query_only("a40x10-550.127.05", "10x A40, driver 550.127.05 (-a only)", "a40-x10__550.127.05", False),
+    _query_only(
+        "rtx4090x8-550.127.05",
+        "8x GeForce RTX 4090, driver 550.127.05 (table, -a)",
+        "rtx-4090-x8__550.127.05",
+    ),
+    _query_only(
+        "rtx4060tix2-550.54.14",
+        "2x GeForce RTX 4060 Ti, driver 550.54.14 (table, -a)",
+        "rtx-4060-ti-x2__550.54.14",
+    ),
+    _query_only("h100nvlx2-550.54.14", "2x H100 NVL, driver 550.54.14 (table, -a)", "h100-nvl-x2__550.54.14"),
+    _query_only(
+        "rtx2000ada-550.54.15",
+        "1x RTX 2000 Ada, driver 550.54.15 (-a only)",
+        "rtx-2000-ada__550.54.15",
+        False,
+    ),
+    _query_only(
+        "rtx6000adax8-550.127.05",
+        "8x RTX 6000 Ada, driver 550.127.05 (table, -a)",
+        "rtx-6000-ada-x8__550.127.05",
+    ),
+    _error(
+        "driver-broken",
+        "driver not loaded: NVIDIA-SMI couldn't communicate with the NVIDIA driver (rc 9)",
+        "failed-to-communicate-with-driver.txt",
+        9,
+    ),
+    _error(
+        "no-devices",
+        "driver loaded, no GPU initialised: No devices were found (rc 6)",
+        "no-devices-were-found.txt",
+        6,
+    ),
+    _error(
+        "gpu-lost",
+        "GPU fell off the bus: Unable to determine the device handle ... GPU is lost (rc 15)",
+        "unable-to-determine-device-handle__gpu-is-lost.txt",
+        15,
+    ),
+    _error(
+        "driver-mismatch",
+        "driver upgraded, not rebooted: NVML 580.178 vs kernel module 580.173.02 (rc 18)",
+        "nvml-mismatch-with-proc-version__nvml-580.178_kmod-580.173.02.txt",
+        18,
+        error_lines=(2, 3),
+        proc_version="proc-driver-nvidia-version/proprietary__580.173.02.txt",
+    ),
+    Profile(name="none", description="no NVIDIA driver: nvidia-smi is not installed", kind="absent"),
+]
+
+PROFILES: dict[str, Profile] = {p.name: p for p in _ALL}
+
+
+def error_output(profile: Profile) -> bytes:
+    """The bytes an error profile prints: its fixture, or the given lines of a transcript fixture."""
+    if profile.error is None:
+        raise ValueError(f"profile {profile.name} is not an error profile")
+    data = (FIXTURES_DIR / profile.error).read_bytes()
+    if profile.error_lines is None:
+        return data
+    first, last = profile.error_lines
+    return b"".join(data.splitlines(keepends=True)[first - 1 : last])
+
+
+def _write(path: Path, data: bytes, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    path.chmod(mode)
+
+
+def stage(dest_root: Path, profile: str) -> None:
+    """Write the files of `profile` under `dest_root`, laid out as they must land under `/`."""
+    if profile not in PROFILES:
+        raise UnknownProfileError(profile)
+    spec = PROFILES[profile]
+    dest_root = Path(dest_root)
+    _write(dest_root / PROFILE_FILE, f"{spec.name}\n".encode())
+    # A root staged before for another profile must not keep that profile's command or /proc stand-in.
+    (dest_root / PROC_VERSION_FILE).unlink(missing_ok=True)
+    if spec.kind == "absent":
+        (dest_root / BIN_FILE).unlink(missing_ok=True)
+        return
+    _write(dest_root / BIN_FILE, SCRIPT.read_bytes(), 0o755)
+    data_dir = dest_root / DATA_DIR / spec.name
+    if data_dir.exists():
+        shutil.rmtree(data_dir)
+    data_dir.mkdir(parents=True)
+    responses: dict[str, str] = {}
+    sources: dict[str, str] = {}
+    for kind, fixture in sorted(spec.captures.items()):
+        name = STAGED_NAMES[kind]
+        _write(data_dir / name, (FIXTURES_DIR / fixture).read_bytes())
+        responses[kind] = name
+        sources[name] = fixture
+    error: dict[str, object] | None = None
+    if spec.error is not None:
+        _write(data_dir / "error.txt", error_output(spec))
+        error = {"file": "error.txt", "rc": spec.rc}
+        sources["error.txt"] = spec.error + (
+            f" (lines {spec.error_lines[0]}-{spec.error_lines[1]})" if spec.error_lines else ""
+        )
+    if spec.proc_version is not None:
+        _write(dest_root / PROC_VERSION_FILE, (FIXTURES_DIR / spec.proc_version).read_bytes())
+        sources["/" + PROC_VERSION_FILE] = spec.proc_version
+    manifest = {
+        "profile": spec.name,
+        "description": spec.description,
+        "standin": "gpulab lab fake nvidia-smi: replays captures of real GPUs (see sources)",
+        "responses": responses,
+        "error": error,
+        "sources": sources,
+    }
+    _write(data_dir / "manifest.json", (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
