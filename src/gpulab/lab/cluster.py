@@ -1,0 +1,271 @@
+"""`gpulab lab`: a simulated GPU cluster of podman containers (STAND-IN nodes), and its inventory.
+
+Each node is a Debian container on the host network with a non-root `admin` user (sudo), a fake
+`nvidia-smi` replaying a real capture (its "driver"), and access to the lab mirror. The inventory written
+for it is an ordinary Ansible inventory: the roles cannot tell a lab node from a real one.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import yaml
+
+from gpulab.lab import nvidia_smi
+from gpulab.lab.images import RECIPES, ensure_image
+from gpulab.lab.podman import PodmanError, podman, require_podman
+from gpulab.lab.services import LabServices, checksums, start_detached_mirror, stop_detached_mirror
+
+CONTAINER_PREFIX = "gpulab-lab-"
+LAB_LABEL = "io.gpulab.lab=1"
+DEFAULT_NODES = "gpu-l40s=l40s-550.127.05,gpu-h100=h100-590.48.01,cpu-node=none"
+# The lab provisions with Miniforge (conda-forge; no Anaconda ToS step) from the lab mirror.
+LAB_FLAVOR = "miniforge"
+LAB_RELEASE = "25.11.1-0"
+_NODE_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+
+
+class LabError(RuntimeError):
+    """A user-facing lab problem; the message says what is wrong and how to fix it."""
+
+
+@dataclass
+class Node:
+    name: str
+    profile: str
+    image: str = "debian12"
+
+    @property
+    def container(self) -> str:
+        return CONTAINER_PREFIX + self.name
+
+    @property
+    def group(self) -> str:
+        return "cpu_nodes" if nvidia_smi.PROFILES[self.profile].kind == "absent" else "gpu_nodes"
+
+
+def parse_nodes(spec: str) -> list[Node]:
+    """`name=profile[@image],...` (e.g. `a=l40s-595.80,b=none@debian13`) or a count N (default mix, cycled)."""
+    spec = spec.strip()
+    if spec.isdigit():
+        defaults = parse_nodes(DEFAULT_NODES)
+        count = int(spec)
+        if not 1 <= count <= 12:
+            raise LabError("--nodes N must be between 1 and 12")
+        return [
+            Node(f"node{i + 1}", defaults[i % len(defaults)].profile, defaults[i % len(defaults)].image)
+            for i in range(count)
+        ]
+    nodes: list[Node] = []
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        name, sep, rest = item.partition("=")
+        if not sep:
+            raise LabError(f"--nodes: {item!r} is not NAME=PROFILE[@IMAGE]")
+        profile, _, image = rest.partition("@")
+        image = image or "debian12"
+        if not _NODE_NAME.match(name):
+            raise LabError(f"--nodes: node name {name!r} must be lowercase letters, digits and dashes")
+        if profile not in nvidia_smi.PROFILES:
+            raise LabError(f"--nodes: unknown profile {profile!r} for {name}; see `gpulab lab profiles`")
+        if image not in RECIPES:
+            raise LabError(f"--nodes: unknown image {image!r}; known: {', '.join(sorted(RECIPES))}")
+        nodes.append(Node(name, profile, image))
+    if not nodes:
+        raise LabError("--nodes: no nodes given")
+    if len({n.name for n in nodes}) != len(nodes):
+        raise LabError("--nodes: node names must be unique")
+    return nodes
+
+
+@dataclass
+class LabState:
+    """What `lab up` created, saved in `<state_dir>/lab.json` so `down`/`driver` can find it."""
+
+    state_dir: Path
+    nodes: list[Node]
+    mirror_url: str
+    mirror_pid: int
+
+    @property
+    def inventory(self) -> Path:
+        return self.state_dir / "inventory" / "hosts.yml"
+
+    def save(self) -> None:
+        data = {
+            "nodes": [asdict(n) for n in self.nodes],
+            "mirror_url": self.mirror_url,
+            "mirror_pid": self.mirror_pid,
+        }
+        (self.state_dir / "lab.json").write_text(json.dumps(data, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, state_dir: Path) -> LabState | None:
+        path = state_dir / "lab.json"
+        if not path.is_file():
+            return None
+        data = json.loads(path.read_text())
+        return cls(state_dir, [Node(**n) for n in data["nodes"]], data["mirror_url"], int(data["mirror_pid"]))
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def running_containers() -> list[str]:
+    out = podman("ps", "-a", "--filter", f"label={LAB_LABEL}", "--format", "{{.Names}}")
+    return [line for line in out.splitlines() if line.strip()]
+
+
+def check_runtime() -> None:
+    """Fail with the fix when podman is missing or cannot run a container here."""
+    try:
+        require_podman()
+        podman("info", "--format", "{{.Host.OCIRuntime.Name}}", timeout=60)
+    except PodmanError as exc:
+        raise LabError(
+            f"{exc}\nfix: apt-get install -y podman runc (gpulab uses its own containers.conf with runc)"
+        ) from exc
+
+
+def set_profile(node: Node) -> None:
+    """Install node.profile's fake nvidia-smi in the node (the lab's way of "changing the driver")."""
+    if node.profile not in nvidia_smi.PROFILES:
+        raise LabError(f"unknown profile {node.profile!r}; see `gpulab lab profiles`")
+    with tempfile.TemporaryDirectory(prefix="gpulab-lab-stage-") as tmp:
+        nvidia_smi.stage(Path(tmp), node.profile)
+        podman(
+            "exec",
+            node.container,
+            "rm",
+            "-rf",
+            "/usr/bin/nvidia-smi",
+            "/etc/gpulab-lab",
+            "/usr/local/share/gpulab-lab/nvidia-smi",
+        )
+        podman("cp", f"{tmp}/.", f"{node.container}:/")
+
+
+def write_inventory(state: LabState, checksum: str) -> Path:
+    """An ordinary inventory: groups by GPU/CPU, podman connection as `admin` with sudo, mirror settings."""
+    inv_dir = state.state_dir / "inventory"
+    (inv_dir / "group_vars" / "all").mkdir(parents=True, exist_ok=True)
+    groups: dict[str, dict[str, dict[str, object]]] = {"gpu_nodes": {}, "cpu_nodes": {}}
+    for node in state.nodes:
+        groups[node.group][node.name] = {"ansible_host": node.container, "gpulab_lab_profile": node.profile}
+    hosts = {
+        "all": {
+            "children": {name: {"hosts": members} for name, members in groups.items() if members},
+            "vars": {
+                "ansible_connection": "containers.podman.podman",
+                "ansible_user": "admin",
+                "ansible_become": True,
+            },
+        }
+    }
+    header = "# Written by `gpulab lab up`: the simulated lab's nodes (podman containers).\n"
+    state.inventory.write_text(header + yaml.safe_dump(hosts, sort_keys=False))
+    lab_vars = {
+        "miniconda_flavor": LAB_FLAVOR,
+        "miniconda_version": LAB_RELEASE,
+        "miniconda_mirror_url": f"{state.mirror_url}/miniforge",
+        "miniconda_installer_sha256": checksum,
+        "dl_env_pip_index_url": f"{state.mirror_url}/pypi/simple",
+        "dl_env_python_version": "3.11",
+        "dl_env_conda_packages": ["numpy"],
+        "dl_env_check_device": "auto",
+        "cuda_check_proc_version_path": "/etc/gpulab-lab/proc-driver-nvidia-version",
+    }
+    text = (
+        "# The lab's settings. GPUs and conda are SIMULATED in the lab: nvidia-smi replays real captures, and\n"
+        "# the Miniforge installer/conda from the lab mirror are gpulab's stand-ins (real Python envs, pip\n"
+        "# packages from the mirror's wheelhouse; CUDA/PyTorch conda packages are only recorded, so the MLP\n"
+        "# check trains with numpy on the CPU: dl_env_check_device=auto).\n"
+        + yaml.safe_dump(lab_vars, sort_keys=False)
+    )
+    (inv_dir / "group_vars" / "all" / "lab.yml").write_text(text)
+    return state.inventory
+
+
+def up(state_dir: Path, nodes: list[Node], cache_dir: Path, port: int | None = None) -> LabState:
+    check_runtime()
+    if LabState.load(state_dir) is not None or running_containers():
+        raise LabError("a lab is already up; run `gpulab lab down` first")
+    if port is not None and not _port_free(port):
+        raise LabError(f"port {port} on 127.0.0.1 is taken; choose another with --port")
+    state_dir.mkdir(parents=True, exist_ok=True)
+    services = LabServices(root=state_dir / "services", cache_dir=cache_dir)
+    services.prepare()
+    digest = checksums(services.root)[f"Miniforge3-{LAB_RELEASE}-Linux-x86_64.sh"]
+    port = port or _free_port()
+    pid = start_detached_mirror(services.mirror_root, port, state_dir / "mirror.log")
+    state = LabState(state_dir, nodes, f"http://127.0.0.1:{port}", pid)
+    state.save()
+    try:
+        for image in sorted({n.image for n in nodes}):
+            ensure_image(image)
+        for node in nodes:
+            podman(
+                "run",
+                "-d",
+                "--name",
+                node.container,
+                "--label",
+                LAB_LABEL,
+                "--network",
+                "host",
+                f"localhost/gpulab-test:{node.image}",
+                "sleep",
+                "infinity",
+            )
+            set_profile(node)
+        write_inventory(state, digest)
+    except (PodmanError, LabError):
+        down(state_dir)
+        raise
+    return state
+
+
+def down(state_dir: Path) -> list[str]:
+    """Remove every lab container and stop the mirror; return what was removed."""
+    removed: list[str] = []
+    state = LabState.load(state_dir)
+    for name in running_containers():
+        podman("rm", "-f", "-t", "0", name)
+        removed.append(name)
+    if state is not None:
+        stop_detached_mirror(state.mirror_pid)
+        removed.append(f"mirror (pid {state.mirror_pid})")
+        (state_dir / "lab.json").unlink()
+    return removed
+
+
+def switch_driver(state_dir: Path, node_name: str, profile: str) -> Node:
+    state = LabState.load(state_dir)
+    if state is None:
+        raise LabError("no lab is up; run `gpulab lab up` first")
+    for node in state.nodes:
+        if node.name == node_name:
+            node.profile = profile
+            set_profile(node)
+            state.save()
+            write_inventory(
+                state, checksums(state_dir / "services")[f"Miniforge3-{LAB_RELEASE}-Linux-x86_64.sh"]
+            )
+            return node
+    raise LabError(f"no lab node {node_name!r}; nodes: {', '.join(n.name for n in state.nodes)}")

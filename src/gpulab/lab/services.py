@@ -1,0 +1,118 @@
+"""The lab's offline services in one place: wheelhouse, stand-in installers, and the mirror serving them.
+
+Used by the test suite (in-process, so tests can inject faults) and by `gpulab lab up` (as a detached
+`python -m gpulab.lab.mirror serve` process that outlives the command).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+from gpulab.lab import installer, mirror, wheelhouse
+
+# The stand-in releases every lab offers: (flavor, release string as in the real file name). The first of
+# each flavor imitates the version the miniconda role pins by default; the second is an older release,
+# so upgrades can be rehearsed.
+STANDIN_RELEASES: tuple[tuple[installer.Flavor, str], ...] = (
+    ("miniforge", "25.11.1-0"),
+    ("miniforge", "25.5.1-0"),
+    ("miniconda", "py313_25.11.1-1"),
+    ("miniconda", "py313_25.5.1-1"),
+)
+WHEEL_PACKAGES = ("numpy", "pip")
+WHEEL_PYTHONS = ("3.11", "3.13")
+
+
+@dataclass
+class LabServices:
+    """Build (cached) and serve the lab's downloads under `root`."""
+
+    root: Path
+    cache_dir: Path
+    releases: tuple[tuple[installer.Flavor, str], ...] = STANDIN_RELEASES
+    _mirror: mirror.Mirror | None = field(default=None, init=False, repr=False)
+
+    @property
+    def mirror_root(self) -> Path:
+        return self.root / "mirror"
+
+    def prepare(self) -> dict[str, str]:
+        """Lay out the mirror directory; return {installer file name: sha256}."""
+        wheels = wheelhouse.ensure(self.cache_dir / "wheelhouse", WHEEL_PYTHONS, WHEEL_PACKAGES)
+        built = [
+            installer.build_installer(self.root / "installers", version, flavor, cache_dir=self.cache_dir)
+            for flavor, version in self.releases
+        ]
+        mirror.populate(self.mirror_root, built, wheels)
+        checksums = {path.name: installer.sha256_of(path) for path in built}
+        (self.root / "checksums.json").write_text(json.dumps(checksums, indent=2, sort_keys=True) + "\n")
+        return checksums
+
+    def __enter__(self) -> LabServices:
+        self.prepare()
+        self._mirror = mirror.Mirror(self.mirror_root)
+        self._mirror.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._mirror is not None:
+            self._mirror.stop()
+            self._mirror = None
+
+    @property
+    def mirror(self) -> mirror.Mirror:
+        if self._mirror is None:
+            raise RuntimeError("lab services are not started")
+        return self._mirror
+
+    def environ(self) -> dict[str, str]:
+        """What Molecule scenarios read to find the mirror and the staged files."""
+        return {"GPULAB_LAB_MIRROR_URL": self.mirror.url, "GPULAB_LAB_ROOT": str(self.root)}
+
+
+def checksums(root: Path) -> dict[str, str]:
+    """The stand-in installers' sha256 digests recorded by `LabServices.prepare` under `root`."""
+    data: dict[str, str] = json.loads((root / "checksums.json").read_text())
+    return data
+
+
+def start_detached_mirror(root: Path, port: int, log: Path) -> int:
+    """Serve `root` on 127.0.0.1:`port` from a background process that outlives this one; return its pid."""
+    with log.open("ab") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gpulab.lab.mirror", "serve", "--root", str(root), "--port", str(port)],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}/miniconda/"
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the lab mirror exited at start (port {port} taken?); see {log}")
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return proc.pid
+        except OSError:
+            time.sleep(0.2)
+    proc.terminate()
+    raise RuntimeError(f"the lab mirror did not answer on port {port} within 15 s; see {log}")
+
+
+def stop_detached_mirror(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        return
