@@ -87,7 +87,9 @@ def ensure_image(name: str, *, force: bool = False, log: bool = True) -> str:
     if os.geteuid() != 0:
         raise ImageBuildError("building base images needs root (debootstrap and chroot)")
     if log:
-        print(f"gpulab: building {recipe.tag} (debootstrap {recipe.suite}, minbase; about a minute)", flush=True)
+        print(
+            f"gpulab: building {recipe.tag} (debootstrap {recipe.suite}, minbase; about a minute)", flush=True
+        )
     with tempfile.TemporaryDirectory(prefix=f"gpulab-image-{name}-") as tmp:
         root = Path(tmp) / "root"
         _run(

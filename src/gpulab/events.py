@@ -1,0 +1,232 @@
+"""Turn ansible-runner events into per-host progress and results.
+
+Pure and cheap: :func:`apply_event` folds one event (the dict ansible-runner hands to its
+``event_handler``) into a :class:`RunState` and returns a one-line description of what changed, or
+None. Nothing here does I/O; the runner's event handler keeps returning True so ``job_events/`` and
+``Runner.stats`` stay complete.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+# Facts a role publishes with set_fact that the report shows (architecture.md, "Roles").
+FACT_PREFIXES = ("cuda_check_", "dl_env_", "miniconda_")
+# set_stats keys (per_host: false) holding {host: {...}}; "gpulab" is the contract, "gpulab_hosts" an alias.
+STATS_KEYS = ("gpulab", "gpulab_hosts")
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_MAX_MESSAGE = 400
+_MAX_EARLY_LINES = 20
+
+
+@dataclass
+class HostState:
+    name: str
+    role: str = ""
+    task: str = ""
+    ok: int = 0
+    changed: int = 0
+    failed: int = 0
+    unreachable: int = 0
+    skipped: int = 0
+    ignored: int = 0
+    rescued: int = 0
+    failed_task: str = ""
+    message: str = ""
+    facts: dict[str, Any] = field(default_factory=dict)
+    stats_data: dict[str, Any] = field(default_factory=dict)
+    done: bool = False
+
+    @property
+    def status(self) -> str:
+        if self.unreachable:
+            return "unreachable"
+        if self.failed:
+            return "failed"
+        return "ok"
+
+
+@dataclass
+class RunState:
+    hosts: dict[str, HostState] = field(default_factory=dict)
+    playbook: str = ""
+    play: str = ""
+    started: bool = False  # playbook_on_start seen: ansible parsed its input and began
+    finished: bool = False  # playbook_on_stats seen: ansible ran to the end
+    artifact_data: dict[str, Any] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)  # ansible's own [ERROR] lines (verbose events)
+    warnings: list[str] = field(default_factory=list)
+    early_output: list[str] = field(default_factory=list)  # other output before the playbook started
+    events: int = 0
+
+    def host(self, name: str) -> HostState:
+        if name not in self.hosts:
+            self.hosts[name] = HostState(name=name)
+        return self.hosts[name]
+
+
+def _clean(text: str) -> str:
+    return _ANSI.sub("", text).strip()
+
+
+def _shorten(text: str) -> str:
+    text = " ".join(_clean(text).split())
+    return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 1] + "…"
+
+
+def failure_message(res: dict[str, Any]) -> str:
+    """The most useful one-line message in a failed or unreachable task result."""
+    for key in ("msg", "stderr", "stdout", "module_stderr", "module_stdout", "reason"):
+        value = res.get(key)
+        if isinstance(value, str) and value.strip():
+            text = value
+            break
+    else:
+        text = ""
+    items = res.get("results")
+    if isinstance(items, list):
+        for item in items:
+            if isinstance(item, dict) and item.get("failed"):
+                detail = failure_message(item)
+                if detail:
+                    label = item.get("item")
+                    prefix = f"item {label}: " if isinstance(label, str | int | float) else ""
+                    text = f"{text} ({prefix}{detail})" if text else f"{prefix}{detail}"
+                break
+    if not text and res.get("rc") not in (None, 0):
+        text = f"rc={res['rc']}"
+    return _shorten(text)
+
+
+def _published_facts(res: dict[str, Any]) -> dict[str, Any]:
+    facts = res.get("ansible_facts")
+    if not isinstance(facts, dict):
+        return {}
+    return {k: v for k, v in facts.items() if isinstance(k, str) and k.startswith(FACT_PREFIXES)}
+
+
+def _stats_hosts(data: Any) -> dict[str, dict[str, Any]]:
+    """``{host: {...}}`` from set_stats data (either the artifact_data or one task's ansible_stats.data)."""
+    out: dict[str, dict[str, Any]] = {}
+    if not isinstance(data, dict):
+        return out
+    for key in STATS_KEYS:
+        block = data.get(key)
+        if isinstance(block, dict):
+            for host, values in block.items():
+                if isinstance(values, dict):
+                    out.setdefault(str(host), {}).update(values)
+    return out
+
+
+def _record_stats(state: RunState, data: Any) -> None:
+    for host, values in _stats_hosts(data).items():
+        state.host(host).stats_data.update(values)
+
+
+def apply_event(state: RunState, event: dict[str, Any]) -> str | None:
+    """Fold ``event`` into ``state``; return a plain progress line for it, or None if it is not news."""
+    state.events += 1
+    kind = event.get("event", "")
+    data = event.get("event_data") or {}
+    if not isinstance(data, dict):
+        data = {}
+    host_name = data.get("host")
+    task = str(data.get("task") or "")
+    role = str(data.get("role") or "")
+
+    if kind == "verbose":
+        line = _clean(str(event.get("stdout") or ""))
+        if line.startswith("[ERROR]:") or line.startswith("ERROR!"):
+            state.errors.append(
+                line.split(":", 1)[1].strip() if line.startswith("[ERROR]") else line[6:].strip()
+            )
+        elif line.startswith("Origin:") and state.errors and "Origin:" not in state.errors[-1]:
+            state.errors[-1] += f" ({line})"
+        elif line.startswith("[WARNING]:"):
+            state.warnings.append(line.split(":", 1)[1].strip())
+        elif line and not state.started and len(state.early_output) < _MAX_EARLY_LINES:
+            state.early_output.append(line)
+        return None
+    if kind == "playbook_on_start":
+        state.started = True
+        state.playbook = str(data.get("playbook") or "")
+        return None
+    if kind == "playbook_on_play_start":
+        state.play = str(data.get("name") or data.get("play") or "")
+        return f"PLAY {state.play}"
+    if kind == "playbook_on_stats":
+        state.finished = True
+        artifact = data.get("artifact_data")
+        if isinstance(artifact, dict):
+            state.artifact_data = artifact
+            _record_stats(state, artifact)
+        apply_stats(state, data)
+        return None
+    if not isinstance(host_name, str) or not host_name:
+        return None
+
+    host = state.host(host_name)
+    label = f"{role} : {task}" if role else task
+    raw_res = data.get("res")
+    res: dict[str, Any] = raw_res if isinstance(raw_res, dict) else {}
+    if kind == "runner_on_start":
+        host.role, host.task = role, task
+        return None
+    if kind == "runner_on_ok":
+        host.ok += 1
+        if res.get("changed"):
+            host.changed += 1
+        host.facts.update(_published_facts(res))
+        stats = res.get("ansible_stats")
+        if isinstance(stats, dict):
+            _record_stats(state, stats.get("data"))
+        return f"{'changed' if res.get('changed') else 'ok'}: [{host_name}] {label}"
+    if kind == "runner_on_failed":
+        if data.get("ignore_errors"):
+            host.ignored += 1
+            return f"failed (ignored): [{host_name}] {label}"
+        host.failed += 1
+        host.failed_task = label
+        host.message = failure_message(res)
+        return f"FAILED: [{host_name}] {label}: {host.message}"
+    if kind == "runner_on_unreachable":
+        host.unreachable += 1
+        host.failed_task = label
+        host.message = failure_message(res)
+        return f"UNREACHABLE: [{host_name}] {label}: {host.message}"
+    if kind == "runner_on_skipped":
+        host.skipped += 1
+        return None
+    if kind == "runner_item_on_failed" and not data.get("ignore_errors"):
+        return f"failed item: [{host_name}] {label}: {failure_message(res)}"
+    return None
+
+
+def apply_stats(state: RunState, stats: dict[str, Any]) -> None:
+    """Replace the live counters with ansible's final ones (``playbook_on_stats`` / ``Runner.stats``)."""
+    names: set[str] = set()
+    for key in ("processed", "ok", "changed", "failures", "dark", "skipped", "ignored", "rescued"):
+        block = stats.get(key)
+        if isinstance(block, dict):
+            names.update(str(h) for h in block)
+    for name in names:
+        host = state.host(name)
+
+        def count(key: str, host_name: str = name) -> int:
+            block = stats.get(key)
+            value = block.get(host_name, 0) if isinstance(block, dict) else 0
+            return int(value) if isinstance(value, int) else 0
+
+        host.ok = count("ok")
+        host.changed = count("changed")
+        host.failed = count("failures")
+        host.unreachable = count("dark")
+        host.skipped = count("skipped")
+        host.ignored = count("ignored")
+        host.rescued = count("rescued")
+        host.done = True
+        host.role = host.task = ""

@@ -1,0 +1,317 @@
+"""Build, store and render the report of a run (schema: docs/report-schema.md).
+
+The report is made from the folded runner events (:class:`gpulab.events.RunState`), ansible's final
+``Runner.stats`` and the run-level ``set_stats`` data; nothing is scraped from ansible's text output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from gpulab.errors import ExitCode, ParseError, UsageError
+from gpulab.events import HostState, RunState
+
+SCHEMA_VERSION = 1
+
+
+def run_status(state: RunState, cancelled: bool, rc: int | None) -> str:
+    """ok | failed | unreachable | interrupted | error (precedence in this order, from the left)."""
+    if cancelled:
+        return "interrupted"
+    if any(h.unreachable for h in state.hosts.values()):
+        return "unreachable"
+    if any(h.failed for h in state.hosts.values()):
+        return "failed"
+    if rc not in (0, None) or not state.finished:
+        return "error"
+    return "ok"
+
+
+def exit_code(report: Mapping[str, Any]) -> ExitCode:
+    """The documented exit code of a report: from per-host counters, not from ansible's rc."""
+    status = report.get("status")
+    if status == "interrupted":
+        return ExitCode.INTERRUPTED
+    if status == "unreachable":
+        return ExitCode.HOST_UNREACHABLE
+    if status == "failed":
+        return ExitCode.HOST_FAILED
+    if status == "error":
+        rc = report.get("ansible_rc")
+        if not report.get("started") and rc == ExitCode.PARSE_ERROR:
+            return ExitCode.PARSE_ERROR  # ansible's 4 before any play is a parser error
+        if not report.get("started") and rc == ExitCode.USAGE_ERROR:
+            return ExitCode.USAGE_ERROR
+        return ExitCode.ERROR
+    return ExitCode.OK
+
+
+def _host_status(host: HostState, finished: bool, cancelled: bool) -> str:
+    if host.unreachable:
+        return "unreachable"
+    if host.failed:
+        return "failed"
+    if cancelled and not finished:
+        return "interrupted"
+    return "ok"
+
+
+# Keys of the MLP check's result that dl_env hands over flat in its set_stats entry (roles/dl_env verify.yml).
+MLP_KEYS = ("passed", "backend", "device", "gpu_name", "loss", "accuracy", "seconds", "reason", "tasks")
+
+
+def _mlp_check(facts: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The check result: set_stats ``mlp_check`` (nested) or its flat keys, else the dl_env_mlp_check fact."""
+    nested = extra.get("mlp_check")
+    if isinstance(nested, dict):
+        return nested
+    flat = {key: extra[key] for key in MLP_KEYS if key in extra}
+    if "passed" in flat or "backend" in flat:
+        return flat
+    fact = facts.get("dl_env_mlp_check")
+    return fact if isinstance(fact, dict) else None
+
+
+def _host_record(host: HostState, finished: bool, cancelled: bool) -> dict[str, Any]:
+    facts, extra = host.facts, host.stats_data
+    status = _host_status(host, finished, cancelled)
+    mlp = _mlp_check(facts, extra)
+    record: dict[str, Any] = {
+        "status": status,
+        "counts": {
+            "ok": host.ok,
+            "changed": host.changed,
+            "failed": host.failed,
+            "unreachable": host.unreachable,
+            "skipped": host.skipped,
+            "ignored": host.ignored,
+            "rescued": host.rescued,
+        },
+        "failed_task": host.failed_task if status in ("failed", "unreachable") else None,
+        "message": host.message if status in ("failed", "unreachable") else None,
+        "last_task": host.task or None,
+        "gpu_present": facts.get("cuda_check_gpu_present"),
+        "gpus": facts.get("cuda_check_gpus"),
+        "driver_version": facts.get("cuda_check_driver_version"),
+        "driver_changed": facts.get("cuda_check_driver_changed"),
+        "previous_driver_version": facts.get("cuda_check_previous_driver_version"),
+        "reboot_required": facts.get("cuda_check_reboot_required"),
+        "cuda_version": facts.get("cuda_check_cuda_version"),
+        "conda_version": facts.get("miniconda_installed_conda_version"),
+        "env_action": extra.get("env_action", facts.get("dl_env_action")),
+        "mlp_check": mlp,
+        "facts": dict(sorted(facts.items())),
+        "stats_data": dict(sorted(extra.items())),
+    }
+    return record
+
+
+def build_report(
+    state: RunState,
+    *,
+    ident: str,
+    command: str,
+    playbook: str,
+    inventories: list[str],
+    options: Mapping[str, Any],
+    started_at: str,
+    ended_at: str,
+    runner_status: str,
+    rc: int | None,
+    cancelled: bool,
+    run_dir: str,
+) -> dict[str, Any]:
+    status = run_status(state, cancelled, rc)
+    hosts = {
+        name: _host_record(host, state.finished, cancelled) for name, host in sorted(state.hosts.items())
+    }
+    totals = {
+        key: sum(h["counts"][key] for h in hosts.values())
+        for key in ("ok", "changed", "failed", "unreachable", "skipped", "ignored", "rescued")
+    }
+    report: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "ident": ident,
+        "command": command,
+        "playbook": playbook,
+        "inventories": inventories,
+        "options": dict(options),
+        "started_at": started_at,
+        "ended_at": ended_at,
+        "status": status,
+        "exit_code": 0,
+        "runner_status": runner_status,
+        "ansible_rc": rc,
+        "started": state.started,
+        "finished": state.finished,
+        # ansible's [ERROR] lines; when it failed before the playbook without one (e.g. ansible-playbook
+        # not found, rc 127), what it printed instead.
+        "errors": list(
+            state.errors or (state.early_output if status == "error" and not state.started else [])
+        ),
+        "hosts": hosts,
+        "totals": totals,
+        "set_stats": state.artifact_data,
+        "artifacts": run_dir,
+    }
+    report["exit_code"] = int(exit_code(report))
+    return report
+
+
+def write_report(report: Mapping[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(report, indent=2, sort_keys=False, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def load_report(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise UsageError(f"no report at {path}") from exc
+    except (OSError, ValueError) as exc:
+        raise ParseError(f"cannot read report {path}: {exc}") from exc
+    if not isinstance(data, dict) or "schema_version" not in data:
+        raise ParseError(f"{path} is not a gpulab report")
+    if data["schema_version"] > SCHEMA_VERSION:
+        raise ParseError(
+            f"{path} has schema_version {data['schema_version']}; this gpulab reads up to {SCHEMA_VERSION}"
+        )
+    return data
+
+
+# Rendering ----------------------------------------------------------------------------------------
+
+COLUMNS = ("host", "status", "changed", "failed task / message", "GPUs", "driver", "CUDA", "env", "MLP check")
+
+
+def _gpus(host: Mapping[str, Any]) -> str:
+    gpus = host.get("gpus")
+    if isinstance(gpus, list) and gpus:
+        names = sorted({str(g.get("name", "?")) for g in gpus if isinstance(g, dict)})
+        short = ", ".join(n.removeprefix("NVIDIA ") for n in names)
+        return f"{len(gpus)}x {short}" if short else str(len(gpus))
+    if host.get("gpu_present") is False or gpus == []:
+        return "none"
+    return "-"
+
+
+def _driver(host: Mapping[str, Any]) -> str:
+    version = host.get("driver_version") or ""
+    text = str(version) if version else "-"
+    previous = host.get("previous_driver_version")
+    if host.get("driver_changed") and previous and previous != version:
+        text += f" (upgraded from {previous})"
+    if host.get("reboot_required"):
+        text += " (reboot required)"
+    return text
+
+
+def _cuda(host: Mapping[str, Any]) -> str:
+    version = host.get("cuda_version")
+    if version is None:
+        return "-"
+    return str(version) if version else "cpu"
+
+
+def _mlp(host: Mapping[str, Any]) -> str:
+    check = host.get("mlp_check")
+    if not isinstance(check, dict):
+        return "-"
+    parts = [str(check.get("backend") or "?")]
+    device = check.get("gpu_name") or check.get("device")
+    if device:
+        parts[0] += f"/{str(device).removeprefix('NVIDIA ')}"
+    acc = check.get("accuracy", check.get("acc"))
+    if isinstance(acc, int | float):
+        parts.append(f"acc {acc:.3f}")
+    seconds = check.get("seconds")
+    if isinstance(seconds, int | float):
+        parts.append(f"{seconds:.1f}s")
+    text = " ".join(parts)
+    if check.get("passed") is False:
+        text = "FAIL " + text
+    return text
+
+
+def _failure(host: Mapping[str, Any], width: int) -> str:
+    task, message = host.get("failed_task"), host.get("message")
+    if not task:
+        return "-"
+    text = f"{task}: {message}" if message else str(task)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def table_rows(report: Mapping[str, Any], message_width: int = 60) -> list[list[str]]:
+    rows = []
+    for name, host in report.get("hosts", {}).items():
+        counts = host.get("counts", {})
+        rows.append(
+            [
+                str(name),
+                str(host.get("status", "?")),
+                str(counts.get("changed", 0)),
+                _failure(host, message_width),
+                _gpus(host),
+                _driver(host),
+                _cuda(host),
+                str(host.get("env_action") or "-"),
+                _mlp(host),
+            ]
+        )
+    return rows
+
+
+def render_table(report: Mapping[str, Any]) -> str:
+    rows = [list(COLUMNS), *table_rows(report)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+    lines = []
+    for index, row in enumerate(rows):
+        lines.append("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
+        if index == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def render_summary(report: Mapping[str, Any]) -> str:
+    """The whole after-run text: a header line, the table, ansible's errors and where things are."""
+    totals = report.get("totals", {})
+    head = (
+        f"gpulab {report.get('command')} {report.get('ident')}: {report.get('status')}"
+        f" (exit {report.get('exit_code')}) - {len(report.get('hosts', {}))} hosts,"
+        f" {totals.get('changed', 0)} changed, {totals.get('failed', 0)} failed,"
+        f" {totals.get('unreachable', 0)} unreachable"
+    )
+    parts = [head]
+    if report.get("hosts"):
+        parts += ["", render_table(report)]
+    for error in report.get("errors", []):
+        parts.append(f"ansible: {error}")
+    parts.append(f"\nartifacts: {report.get('artifacts')}")
+    return "\n".join(parts)
+
+
+def progress_block(state: RunState) -> list[str]:
+    """The live per-host status lines shown (and redrawn) on a terminal."""
+    if not state.hosts:
+        return [f"PLAY {state.play}" if state.play else "starting ansible…"]
+    width = max(len(name) for name in state.hosts)
+    lines = []
+    for name, host in sorted(state.hosts.items()):
+        where = f"{host.role} : {host.task}" if host.role else host.task
+        if host.unreachable:
+            where = f"UNREACHABLE {host.failed_task}"
+        elif host.failed:
+            where = f"FAILED {host.failed_task}"
+        elif host.done:
+            where = "done"
+        lines.append(
+            f"{name.ljust(width)}  ok={host.ok:<3} changed={host.changed:<3} failed={host.failed:<2}"
+            f" skipped={host.skipped:<3} {where}"
+        )
+    return lines
