@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from pathlib import Path
 
@@ -10,8 +11,9 @@ from gpulab.lab import cluster, nvidia_smi
 from gpulab.lab.podman import PodmanError
 
 SIMULATED = (
-    "gpulab lab: GPUs and conda are SIMULATED here: each node's nvidia-smi replays a capture from a real GPU, "
-    "and Miniforge/conda are gpulab's offline stand-ins (real Python envs; CUDA packages only recorded)."
+    "gpulab lab: GPUs and conda are SIMULATED here: each node's nvidia-smi replays a capture from a "
+    "real GPU, and Miniforge/conda are gpulab's offline stand-ins "
+    "(real Python envs; CUDA packages only recorded)."
 )
 
 
@@ -72,6 +74,61 @@ def cmd_profiles(args: argparse.Namespace) -> int:
     return 0
 
 
+DEMO_UPGRADE = ("gpu-l40s", "l40s-595.80")
+
+
+def _provision(inventory: Path, report: Path, extra: list[str]) -> int:
+    from gpulab.cli import build_parser  # the real `gpulab provision`, in-process
+
+    argv = ["provision", "-i", str(inventory), "--report", str(report)]
+    for item in extra:
+        argv += ["-e", item]
+    args = build_parser().parse_args(argv)
+    rc: int = args.func(args)
+    return rc
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """up -> provision -> upgrade one node's driver -> provision again -> report -> down."""
+    state_dir = lab_state_dir()
+    work = state_dir.parent / "demo"
+    work.mkdir(parents=True, exist_ok=True)
+    print(SIMULATED, flush=True)
+    node_name, new_profile = DEMO_UPGRADE
+    print("\n== 1/5 gpulab lab up: three simulated nodes (two GPU drivers, one CPU-only)", flush=True)
+    state = cluster.up(state_dir, cluster.parse_nodes(cluster.DEFAULT_NODES), lab_cache_dir())
+    old_profile = next(n.profile for n in state.nodes if n.name == node_name)
+    reports: dict[str, object] = {}
+    codes: dict[str, int] = {}
+    try:
+        print("\n== 2/5 gpulab provision: every node from bare OS to a verified environment", flush=True)
+        codes["initial"] = _provision(state.inventory, work / "initial.json", args.extra_vars)
+        print(f"\n== 3/5 driver upgrade on {node_name}: {old_profile} -> {new_profile}", flush=True)
+        cluster.switch_driver(state_dir, node_name, new_profile)
+        print("\n== 4/5 gpulab provision again: only the upgraded node should change", flush=True)
+        codes["after_upgrade"] = _provision(state.inventory, work / "after_upgrade.json", args.extra_vars)
+        for key in codes:
+            path = work / f"{key}.json"
+            reports[key] = json.loads(path.read_text()) if path.is_file() else None
+    finally:
+        if args.keep:
+            print(f"\n== 5/5 lab kept up (--keep): inventory {state.inventory}; `gpulab lab down` removes it")
+        else:
+            print("\n== 5/5 gpulab lab down", flush=True)
+            cluster.down(state_dir)
+    demo = {
+        "schema_version": 1,
+        "simulated": True,
+        "upgrade": {"node": node_name, "from_profile": old_profile, "to_profile": new_profile},
+        "exit_codes": codes,
+        "runs": reports,
+    }
+    out = Path(args.report) if args.report else work / "demo.json"
+    out.write_text(json.dumps(demo, indent=2) + "\n")
+    print(f"\ngpulab demo: report {out}")
+    return max(codes.values(), default=1)
+
+
 def run_lab_command(func: object, args: argparse.Namespace) -> int:
     """Turn lab/podman problems into one-line messages (exit 5: usage/config error)."""
     try:
@@ -106,3 +163,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     profiles.set_defaults(lab_func=cmd_profiles)
 
     lab.set_defaults(func=lambda args: run_lab_command(args.lab_func, args))
+
+    demo = subparsers.add_parser(
+        "demo", help="offline demo: simulated lab up, provision, driver upgrade, provision, report, down"
+    )
+    demo.add_argument("--keep", action="store_true", help="leave the lab up afterwards")
+    demo.add_argument("--report", help="write the demo's JSON report here (default .gpulab/demo/demo.json)")
+    demo.add_argument(
+        "-e", "--extra-vars", action="append", default=[], help="extra vars for both provisions"
+    )
+    demo.set_defaults(func=lambda args: run_lab_command(cmd_demo, args))

@@ -50,7 +50,7 @@ class Node:
 
 
 def parse_nodes(spec: str) -> list[Node]:
-    """`name=profile[@image],...` (e.g. `a=l40s-595.80,b=none@debian13`) or a count N (default mix, cycled)."""
+    """`name=profile[@image],...` (`a=l40s-595.80,b=none@debian13`) or a count N (default mix, cycled)."""
     spec = spec.strip()
     if spec.isdigit():
         defaults = parse_nodes(DEFAULT_NODES)
@@ -192,10 +192,10 @@ def write_inventory(state: LabState, checksum: str) -> Path:
         "cuda_check_proc_version_path": "/etc/gpulab-lab/proc-driver-nvidia-version",
     }
     text = (
-        "# The lab's settings. GPUs and conda are SIMULATED in the lab: nvidia-smi replays real captures, and\n"
-        "# the Miniforge installer/conda from the lab mirror are gpulab's stand-ins (real Python envs, pip\n"
-        "# packages from the mirror's wheelhouse; CUDA/PyTorch conda packages are only recorded, so the MLP\n"
-        "# check trains with numpy on the CPU: dl_env_check_device=auto).\n"
+        "# The lab's settings. GPUs and conda are SIMULATED in the lab: nvidia-smi replays real\n"
+        "# captures, and the Miniforge installer/conda from the lab mirror are gpulab's stand-ins\n"
+        "# (real Python envs, pip packages from the mirror's wheelhouse; CUDA/PyTorch conda packages\n"
+        "# are only recorded, so the MLP check trains with numpy on the CPU: dl_env_check_device=auto).\n"
         + yaml.safe_dump(lab_vars, sort_keys=False)
     )
     (inv_dir / "group_vars" / "all" / "lab.yml").write_text(text)
