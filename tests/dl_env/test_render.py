@@ -1,0 +1,243 @@
+"""Render the spec with the real role (tasks_from: render, dl_env_render_only) for a table of hosts:
+driver/CUDA/no-GPU x groups x base files, through ansible-playbook, then check every rendered file."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from ._load import FIXTURES, REPO, dl_env_filters
+
+F = dl_env_filters()
+pytestmark = pytest.mark.slow
+
+H100 = {
+    "cuda_check_cuda_version": "12.9",
+    "cuda_check_gpu_present": True,
+    "cuda_check_driver_version": "575.57.08",
+    "cuda_check_gpus": [{"name": "NVIDIA H100 80GB HBM3"}, {"name": "NVIDIA H100 80GB HBM3"}],
+}
+L40S = {
+    "cuda_check_cuda_version": "13.0",
+    "cuda_check_gpu_present": True,
+    "cuda_check_driver_version": "595.80",
+    "cuda_check_gpus": [{"name": "NVIDIA L40S"}],
+}
+CPU = {
+    "cuda_check_cuda_version": "",
+    "cuda_check_gpu_present": False,
+    "cuda_check_driver_version": "",
+    "cuda_check_gpus": [],
+}
+BYO = sorted(p.name for p in FIXTURES.glob("*.yml") if not p.name.startswith("not-"))
+MATCHSPEC = re.compile(
+    r"^([A-Za-z0-9_.\-]+::)?[A-Za-z0-9_.\-]+(\[[^\]]+\])?(\s*[=<>!~ ][^\s]*(\s+[^\s]+)?)?$"
+)
+
+
+def byo_host(fixture: str) -> str:
+    return "byo-" + fixture.removesuffix(".yml")
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    tmp = tmp_path_factory.mktemp("dl_env_render")
+    out = tmp / "out"
+    byo_hosts: dict[str, Any] = {}
+    for fixture in BYO:
+        byo_hosts[byo_host(fixture) + "-gpu"] = {**H100, "dl_env_base_file": str(FIXTURES / fixture)}
+        byo_hosts[byo_host(fixture) + "-cpu"] = {**CPU, "dl_env_base_file": str(FIXTURES / fixture)}
+    inventory = {
+        "all": {
+            "vars": {
+                "ansible_connection": "local",
+                "ansible_python_interpreter": sys.executable,
+                "dl_env_render_only": True,
+                "dl_env_render_dest_controller": str(out),
+                "dl_env_conda_packages": ["numpy", "scipy"],
+                "dl_env_pip_packages": ["einops"],
+            },
+            "children": {
+                "gpu_train": {
+                    "vars": {
+                        "dl_env_group_conda_packages": ["numpy=2.1", "!scipy"],
+                        "dl_env_group_pip_packages": [
+                            "--extra-index-url https://mirror.example/simple",
+                            "timm",
+                        ],
+                    },
+                    "hosts": {
+                        "h100-node": H100,
+                        "l40s-node": {**L40S, "dl_env_host_conda_packages": ["scipy=1.14"]},
+                    },
+                },
+                "cpu_nodes": {
+                    "hosts": {
+                        "cpu-node": {**CPU, "dl_env_python_version": "3.11"},
+                        "no-framework": {
+                            **CPU,
+                            "dl_env_framework": "none",
+                            "dl_env_variables": {"OMP_NUM_THREADS": 4},
+                        },
+                    }
+                },
+                "byo": {
+                    "hosts": {
+                        **byo_hosts,
+                        "bad-file": {**H100, "dl_env_base_file": str(FIXTURES / "not-an-env-workflow.yml")},
+                        "missing-file": {**H100, "dl_env_base_file": str(tmp / "nope.yml")},
+                    }
+                },
+            },
+        }
+    }
+    (tmp / "hosts.yml").write_text(yaml.safe_dump(inventory), encoding="utf-8")
+    (tmp / "render.yml").write_text(
+        yaml.safe_dump(
+            [
+                {
+                    "name": "Render",
+                    "hosts": "all",
+                    "gather_facts": False,
+                    "tasks": [
+                        {
+                            "name": "Render the spec",
+                            "ansible.builtin.include_role": {"name": "dl_env", "tasks_from": "render"},
+                        }
+                    ],
+                }
+            ]
+        ),
+        encoding="utf-8",
+    )
+    env = dict(
+        os.environ,
+        ANSIBLE_ROLES_PATH=str(REPO / "roles"),
+        ANSIBLE_FORCE_COLOR="0",
+        NO_COLOR="1",
+        ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
+        ANSIBLE_FORKS="8",
+    )
+    cmd = [
+        str(Path(sys.executable).parent / "ansible-playbook"),
+        "-i",
+        str(tmp / "hosts.yml"),
+        str(tmp / "render.yml"),
+    ]
+    first = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, check=False, timeout=600)
+    second = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, check=False, timeout=600)
+    return {"out": out, "first": first, "second": second}
+
+
+def spec_of(rendered: dict[str, Any], host: str) -> tuple[str, dict[str, Any]]:
+    path = rendered["out"] / host / "gpulab" / "environment.yml"
+    assert path.is_file(), rendered["first"].stdout[-4000:]
+    text = path.read_text(encoding="utf-8")
+    return text, F.check_spec(text, str(path))
+
+
+def deps(data: dict[str, Any]) -> list[str]:
+    return [d for d in data["dependencies"] if isinstance(d, str)]
+
+
+def pip(data: dict[str, Any]) -> list[str]:
+    return [p for d in data["dependencies"] if isinstance(d, dict) for p in d["pip"]]
+
+
+def test_run_fails_only_the_bad_hosts(rendered: dict[str, Any]) -> None:
+    first = rendered["first"]
+    assert first.returncode == 2, first.stdout[-4000:]
+    recap = dict(
+        re.findall(r"^(\S+)\s+:\s+ok=\d+\s+changed=\d+\s+unreachable=\d+\s+failed=(\d+)", first.stdout, re.M)
+    )
+    assert {h for h, failed in recap.items() if failed != "0"} == {"bad-file", "missing-file"}
+    assert (
+        "not-an-env-workflow.yml is not a conda environment spec: the required key 'dependencies' is missing"
+        in first.stdout
+    )
+    assert "nope.yml (host missing-file) is not a file on the controller" in first.stdout
+    assert "Traceback" not in first.stdout + first.stderr
+
+
+def test_second_render_changes_nothing(rendered: dict[str, Any]) -> None:
+    changed = re.findall(r"^(\S+)\s+:\s+ok=\d+\s+changed=(\d+)", rendered["second"].stdout, re.M)
+    assert changed and all(n == "0" for _, n in changed), rendered["second"].stdout[-3000:]
+
+
+@pytest.mark.parametrize(("host", "facts"), [("h100-node", H100), ("l40s-node", L40S), ("cpu-node", CPU)])
+def test_header_names_the_host_facts_without_a_timestamp(
+    rendered: dict[str, Any], host: str, facts: dict[str, Any]
+) -> None:
+    text, _ = spec_of(rendered, host)
+    head = text.split("name:", 1)[0]
+    assert "Ansible managed" in head
+    assert f"# gpulab dl_env spec for host {host}, environment gpulab" in head
+    assert f"# NVIDIA driver: {facts['cuda_check_driver_version'] or 'none'}" in head
+    assert f"# CUDA chosen: {facts['cuda_check_cuda_version'] or 'none (CPU build)'}" in head
+    gpus = ", ".join(g["name"] for g in facts["cuda_check_gpus"]) or "none"
+    assert f"# GPUs: {gpus}" in head
+    assert "# Template: environment.yml.j2" in head
+    assert not re.search(r"\d{4}-\d{2}-\d{2}|\d{2}:\d{2}:\d{2}", text)
+
+
+def test_gpu_host_gets_conda_forge_cuda_build_and_group_layer(rendered: dict[str, Any]) -> None:
+    _, data = spec_of(rendered, "h100-node")
+    assert data["channels"] == ["conda-forge", "nodefaults"]
+    assert deps(data) == ["python=3.12", "pip", "pytorch-gpu", "cuda-version=12.9", "numpy=2.1"]
+    assert pip(data) == ["einops", "--extra-index-url https://mirror.example/simple", "timm"]
+
+
+def test_host_layer_wins_over_group_layer(rendered: dict[str, Any]) -> None:
+    _, data = spec_of(rendered, "l40s-node")
+    assert deps(data) == ["python=3.12", "pip", "pytorch-gpu", "cuda-version=13.0", "numpy=2.1", "scipy=1.14"]
+
+
+def test_cpu_host_gets_pytorch_cpu_and_no_cuda(rendered: dict[str, Any]) -> None:
+    text, data = spec_of(rendered, "cpu-node")
+    assert deps(data) == ["python=3.11", "pip", "pytorch-cpu", "numpy", "scipy"]
+    assert "cuda-version" not in text.split("dependencies:", 1)[1]
+    _, bare = spec_of(rendered, "no-framework")
+    assert deps(bare) == ["python=3.12", "pip", "numpy", "scipy"]
+    assert bare["variables"] == {"OMP_NUM_THREADS": "4"}
+
+
+@pytest.mark.parametrize("fixture", BYO)
+@pytest.mark.parametrize(("suffix", "cuda"), [("gpu", "12.9"), ("cpu", "")])
+def test_byo_file_is_rewritten_for_the_host(
+    rendered: dict[str, Any], fixture: str, suffix: str, cuda: str
+) -> None:
+    text, data = spec_of(rendered, f"{byo_host(fixture)}-{suffix}")
+    assert f"# Base file: {fixture} (CUDA pins replaced)" in text
+    expected = F.check_spec(
+        F._filter_rewrite((FIXTURES / fixture).read_text(), fixture, cuda, ["numpy", "scipy"], ["einops"]),
+        fixture,
+    )
+    assert data == expected
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "h100-node",
+        "l40s-node",
+        "cpu-node",
+        "no-framework",
+        *[f"{byo_host(f)}-{s}" for f in BYO for s in ("gpu", "cpu")],
+    ],
+)
+def test_rendered_spec_follows_conda_schema(rendered: dict[str, Any], host: str) -> None:
+    _, data = spec_of(rendered, host)
+    assert set(data) <= set(F.VALID_KEYS)
+    assert isinstance(data.get("channels", []), list)
+    for dep in deps(data):
+        assert MATCHSPEC.match(dep), dep
+    assert any(F.spec_name(d) == "python" for d in deps(data))
+    if pip(data):
+        assert "pip" in {F.spec_name(d) for d in deps(data)}
