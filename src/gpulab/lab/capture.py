@@ -1,14 +1,7 @@
 """Lab node profiles from a user's own `nvidia-smi` captures (`gpulab lab up --capture DIR`).
 
-On each real node, run (as any user) and copy the files into DIR/<node-name>/:
-
-    nvidia-smi                       > table.txt
-    nvidia-smi -q                    > query.txt
-    nvidia-smi -L                    > list.txt
-    nvidia-smi --version             > version.txt      # drivers >= 525 only; skip if it errors
-    nvidia-smi --query-gpu=$(nvidia-smi --help-query-gpu | grep -o '^"[a-z_.]*"' | tr -d '"' | paste -sd,) \
-               --format=csv          > query-gpu-allfields.csv
-
+On each real node, capture `nvidia-smi`, `-q`, `-L`, `--version` and a `--query-gpu` CSV into
+DIR/<node-name>/ (the exact commands are in docs/lab.md).
 `query.txt` is required; the others make the simulated node answer more queries. Each DIR/<name>/
 becomes profile `capture-<name>`, and lab nodes with that name (or new nodes) get it.
 """

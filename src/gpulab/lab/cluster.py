@@ -26,7 +26,7 @@ LAB_LABEL = "io.gpulab.lab=1"
 DEFAULT_NODES = "gpu-l40s=l40s-550.127.05,gpu-h100=h100-590.48.01,cpu-node=none"
 # The lab provisions with Miniforge (conda-forge; no Anaconda ToS step) from the lab mirror.
 LAB_FLAVOR = "miniforge"
-LAB_RELEASE = "25.11.1-0"
+LAB_RELEASE = "25.11.0-1"  # the miniconda role's pinned Miniforge release
 _NODE_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 
 

@@ -20,9 +20,10 @@ from types import TracebackType
 from gpulab.lab import installer, mirror, wheelhouse
 
 # The stand-in releases every lab offers: (flavor, release string as in the real file name). The first of
-# each flavor imitates the version the miniconda role pins by default; the second is an older release,
-# so upgrades can be rehearsed.
+# each flavor imitates the version the miniconda role pins by default; the others let upgrades be
+# rehearsed.
 STANDIN_RELEASES: tuple[tuple[installer.Flavor, str], ...] = (
+    ("miniforge", "25.11.0-1"),
     ("miniforge", "25.11.1-0"),
     ("miniforge", "25.5.1-0"),
     ("miniconda", "py313_25.11.1-1"),
