@@ -1,0 +1,169 @@
+"""Contract of the miniconda role: defaults == argument_specs == README table; names, tags, checksums."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROLE = Path(__file__).resolve().parents[2] / "roles" / "miniconda"
+PHASES = ("preflight", "lock", "install", "configure", "shell", "verify", "unlock")
+
+
+def _yaml(rel: str) -> Any:
+    return yaml.safe_load((ROLE / rel).read_text())
+
+
+@pytest.fixture(scope="module")
+def defaults() -> dict[str, Any]:
+    data: dict[str, Any] = _yaml("defaults/main.yml")
+    return data
+
+
+@pytest.fixture(scope="module")
+def specs() -> dict[str, Any]:
+    data: dict[str, Any] = _yaml("meta/argument_specs.yml")["argument_specs"]
+    return data
+
+
+def _readme_table() -> dict[str, dict[str, str]]:
+    text = (ROLE / "README.md").read_text()
+    section = text.split("## Role Variables", 1)[1].split("\n## ", 1)[0]
+    rows: dict[str, dict[str, str]] = {}
+    for line in section.splitlines():
+        if not line.startswith("| `"):
+            continue
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
+        name, typ, default, required, description = cells
+        rows[name.strip("`")] = {
+            "type": typ,
+            "default": default.strip("`"),
+            "required": required,
+            "description": description.replace("\\|", "|"),
+        }
+    return rows
+
+
+def test_every_default_is_in_the_main_spec_with_the_same_default(
+    defaults: dict[str, Any], specs: dict[str, Any]
+) -> None:
+    options = specs["main"]["options"]
+    assert set(options) == set(defaults)
+    for name, value in defaults.items():
+        assert options[name]["default"] == value, name
+        assert name.startswith("miniconda_"), name
+
+
+def test_lock_entry_points_share_the_lock_options(defaults: dict[str, Any], specs: dict[str, Any]) -> None:
+    for entry in ("lock", "unlock"):
+        options = specs[entry]["options"]
+        assert set(options) == {"miniconda_lock_path", "miniconda_lock_wait", "miniconda_lock_stale_after"}
+        for name, spec in options.items():
+            assert spec == specs["main"]["options"][name]
+
+
+def test_spec_types_and_choices_are_complete(specs: dict[str, Any]) -> None:
+    for name, spec in specs["main"]["options"].items():
+        assert spec["type"] in {"str", "bool", "int", "list", "dict", "path", "raw"}, name
+        assert spec.get("description"), name
+        if spec["type"] == "list":
+            assert "elements" in spec, name
+        if "choices" in spec:
+            assert spec["default"] in spec["choices"], name
+    assert specs["main"]["options"]["miniconda_flavor"]["choices"] == ["miniconda", "miniforge"]
+    assert specs["main"]["options"]["miniconda_install_mode"]["choices"] == ["system", "user"]
+
+
+def test_readme_table_matches_the_spec(defaults: dict[str, Any], specs: dict[str, Any]) -> None:
+    table = _readme_table()
+    assert list(table) == list(defaults), "README rows must follow defaults/main.yml order"
+    for name, row in table.items():
+        spec = specs["main"]["options"][name]
+        typ = spec["type"] + (f"[{spec['elements']}]" if "elements" in spec else "")
+        if "choices" in spec:
+            typ += " (" + " \\| ".join(spec["choices"]) + ")"
+        assert row["type"] == typ, name
+        assert json.loads(row["default"]) == spec["default"], name
+        assert row["required"] == ("yes" if spec.get("required") else "no"), name
+        assert row["description"] == spec["description"], name
+
+
+def test_checksums_are_real_sha256_values_for_the_pinned_release(defaults: dict[str, Any]) -> None:
+    checksums = defaults["miniconda_checksums"]
+    assert set(checksums) == {"miniconda", "miniforge"}
+    for flavor, versions in checksums.items():
+        for version, arches in versions.items():
+            for arch, digest in arches.items():
+                assert re.fullmatch(r"[0-9a-f]{64}", digest), (flavor, version, arch)
+                assert arch in {"x86_64", "aarch64"}
+    assert "x86_64" in checksums[defaults["miniconda_flavor"]][defaults["miniconda_version"]]
+    patterns = _yaml("vars/main.yml")["__miniconda_version_patterns"]
+    for flavor, versions in checksums.items():
+        for version in versions:
+            assert re.fullmatch(patterns[flavor], version), (flavor, version)
+
+
+def _tasks(path: Path) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    for task in yaml.safe_load(path.read_text()) or []:
+        found.append(task)
+        for key in ("block", "rescue", "always"):
+            for sub in task.get(key, []):
+                found.append(sub)
+                for key2 in ("block", "rescue", "always"):
+                    found.extend(sub.get(key2, []))
+    return found
+
+
+@pytest.mark.parametrize("phase", PHASES)
+def test_task_files_name_every_task_with_their_prefix(phase: str) -> None:
+    tasks = _tasks(ROLE / "tasks" / f"{phase}.yml")
+    assert tasks
+    for task in tasks:
+        assert task.get("name", "").startswith(f"{phase} | "), task.get("name")
+        module = next((k for k in task if k.startswith("ansible.")), None)
+        if "block" not in task:
+            assert module is not None, f"{task['name']}: use FQCN modules"
+
+
+def test_main_outline_tags_every_phase() -> None:
+    main = _tasks(ROLE / "tasks" / "main.yml")
+    imports = [t for t in main if "ansible.builtin.import_tasks" in t]
+    assert [t["ansible.builtin.import_tasks"] for t in imports] == [
+        "preflight.yml",
+        "lock.yml",
+        "install.yml",
+        "configure.yml",
+        "shell.yml",
+        "verify.yml",
+        "unlock.yml",
+    ]
+    block = next(t for t in main if "block" in t)
+    assert "miniconda" in block["tags"]
+    assert "miniconda" in imports[0]["tags"]
+    for task in imports:
+        phase = task["ansible.builtin.import_tasks"].removesuffix(".yml")
+        tag = "miniconda_lock" if phase == "unlock" else f"miniconda_{phase}"
+        assert tag in task["tags"], task
+
+
+def test_commands_use_argv_and_declare_change() -> None:
+    for phase in PHASES:
+        for task in _tasks(ROLE / "tasks" / f"{phase}.yml"):
+            cmd = task.get("ansible.builtin.command")
+            if cmd is None:
+                continue
+            assert isinstance(cmd, dict) and "argv" in cmd, task["name"]
+            assert "changed_when" in task or "creates" in cmd, task["name"]
+            assert "ansible.builtin.shell" not in task
+
+
+def test_templates_start_with_ansible_managed_and_have_no_timestamps() -> None:
+    for template in (ROLE / "templates").glob("*.j2"):
+        text = template.read_text()
+        assert text.startswith("{{ ansible_managed | comment }}\n"), template.name
+        assert "now(" not in text and "date_time" not in text, template.name
