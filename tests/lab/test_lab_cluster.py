@@ -82,5 +82,5 @@ def test_user_captures_become_profiles_and_nodes(tmp_path: Path) -> None:
 
 def test_capture_without_query_is_refused(tmp_path: Path) -> None:
     (tmp_path / "gpu01").mkdir()
-    with pytest.raises(cluster.LabError, match="query.txt is missing"):
+    with pytest.raises(cluster.LabError, match=r"query\.txt is missing"):
         add_capture_profiles([], tmp_path)
