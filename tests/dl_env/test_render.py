@@ -137,7 +137,7 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 def spec_of(rendered: dict[str, Any], host: str) -> tuple[str, dict[str, Any]]:
-    path = rendered["out"] / host / "gpulab" / "environment.yml"
+    path = rendered["out"] / host / "environment.yml"
     assert path.is_file(), rendered["first"].stdout[-4000:]
     text = path.read_text(encoding="utf-8")
     return text, F.check_spec(text, str(path))

@@ -204,8 +204,11 @@ def write_inventory(state: LabState, checksum: str) -> Path:
 
 def up(state_dir: Path, nodes: list[Node], cache_dir: Path, port: int | None = None) -> LabState:
     check_runtime()
-    if LabState.load(state_dir) is not None or running_containers():
-        raise LabError("a lab is already up; run `gpulab lab down` first")
+    if LabState.load(state_dir) is not None:
+        raise LabError(f"a lab is already up (state in {state_dir}); run `gpulab lab down` first")
+    taken = sorted(set(running_containers()) & {n.container for n in nodes})
+    if taken:
+        raise LabError(f"containers {', '.join(taken)} already exist; run `gpulab lab down` first")
     if port is not None and not _port_free(port):
         raise LabError(f"port {port} on 127.0.0.1 is taken; choose another with --port")
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -242,10 +245,12 @@ def up(state_dir: Path, nodes: list[Node], cache_dir: Path, port: int | None = N
 
 
 def down(state_dir: Path) -> list[str]:
-    """Remove every lab container and stop the mirror; return what was removed."""
+    """Remove this lab's containers (every lab-labelled one when no state is left) and stop its mirror."""
     removed: list[str] = []
     state = LabState.load(state_dir)
-    for name in running_containers():
+    existing = running_containers()
+    mine = existing if state is None else [n.container for n in state.nodes if n.container in existing]
+    for name in mine:
         podman("rm", "-f", "-t", "0", name)
         removed.append(name)
     if state is not None:
