@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from gpulab.lab import installer
+from gpulab.lab.mirror import sha256_of
 
 REPO = Path(__file__).resolve().parents[2]
 CACHE = REPO / ".cache" / "gpulab-lab"
@@ -83,7 +84,7 @@ def test_header_lines(built: dict[str, Path]) -> None:
 def test_build_is_deterministic(built: dict[str, Path], tmp_path: Path) -> None:
     """Same inputs give the same bytes, so a pinned sha256 stays valid across rebuilds (§1.1 checksums)."""
     again = installer.build_installer(tmp_path, NEW, cache_dir=CACHE)
-    assert installer.sha256_of(again) == installer.sha256_of(built[NEW])
+    assert sha256_of(again) == sha256_of(built[NEW])
 
 
 def test_help_exits_2(built: dict[str, Path], env: dict[str, str]) -> None:

@@ -352,11 +352,3 @@ def build_installer(
     path.write_bytes(text.encode() + b"@@END_HEADER@@\n" + payload)
     path.chmod(0o755)
     return path
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

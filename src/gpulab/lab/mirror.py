@@ -253,7 +253,8 @@ def normalize_project(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def _sha256(path: Path) -> str:
+def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file, as the mirror publishes it."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
@@ -287,7 +288,7 @@ def _miniconda_index(directory: Path) -> str:
             f'        <td><a href="{name}">{name}</a></td>\n'
             f'        <td class="s">{_human_size(stat.st_size)}</td>\n'
             f"        <td>{modified}</td>\n"
-            f"        <td>{_sha256(path)}</td>\n"
+            f"        <td>{sha256_of(path)}</td>\n"
             "    </tr>\n"
         )
     return (
@@ -339,7 +340,7 @@ def populate(root: Path, installers: list[Path], wheelhouse: Path | None = None)
             dest = miniforge / installer.name
             _copy(installer, dest)
             sha_file = miniforge / (installer.name + ".sha256")
-            sha_file.write_text(f"{_sha256(dest)}  ./{installer.name}\n", encoding="utf-8")
+            sha_file.write_text(f"{sha256_of(dest)}  ./{installer.name}\n", encoding="utf-8")
         else:
             raise ValueError(f"not a Miniconda3-*.sh or Miniforge3-*.sh installer: {installer}")
     (miniconda / "index.html").write_text(_miniconda_index(miniconda), encoding="utf-8")
@@ -358,7 +359,7 @@ def populate(root: Path, installers: list[Path], wheelhouse: Path | None = None)
     for project, wheels in sorted(projects.items()):
         links = []
         for wheel in wheels:
-            href = html.escape(f"../../packages/{wheel.name}#sha256={_sha256(wheel)}")
+            href = html.escape(f"../../packages/{wheel.name}#sha256={sha256_of(wheel)}")
             requires = _wheel_requires_python(wheel)
             attr = f' data-requires-python="{html.escape(requires)}"' if requires else ""
             links.append(f'<a href="{href}"{attr}>{html.escape(wheel.name)}</a>')

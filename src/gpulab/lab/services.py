@@ -54,7 +54,7 @@ class LabServices:
             for flavor, version in self.releases
         ]
         mirror.populate(self.mirror_root, built, wheels)
-        checksums = {path.name: installer.sha256_of(path) for path in built}
+        checksums = {path.name: mirror.sha256_of(path) for path in built}
         (self.root / "checksums.json").write_text(json.dumps(checksums, indent=2, sort_keys=True) + "\n")
         return checksums
 
