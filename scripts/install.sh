@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
-# Installs gpulab (system packages for the lab + .venv with gpulab) on a fresh Debian/Ubuntu machine.
+# Installs gpulab (system packages for the lab + .venv with gpulab) on a fresh Debian/Ubuntu machine, and
+# fetches once what the simulated lab needs (a Debian 12 base image, the lab's pip wheelhouse), so that
+# `gpulab demo` and `gpulab lab` then run offline.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
+export CONTAINERS_CONF="${CONTAINERS_CONF:-$PWD/src/gpulab/lab/data/containers.conf}"
+.venv/bin/python -m gpulab.lab.images debian12
+.venv/bin/python -m gpulab.lab.services prefetch --cache-dir .cache/gpulab-lab >/dev/null
 echo "gpulab: installed; run .venv/bin/gpulab --help"

@@ -48,7 +48,7 @@ class LabServices:
 
     def prepare(self) -> dict[str, str]:
         """Lay out the mirror directory; return {installer file name: sha256}."""
-        wheels = wheelhouse.ensure(self.cache_dir / "wheelhouse", WHEEL_PYTHONS, WHEEL_PACKAGES)
+        wheels = prefetch(self.cache_dir)
         built = [
             installer.build_installer(self.root / "installers", version, flavor, cache_dir=self.cache_dir)
             for flavor, version in self.releases
@@ -117,3 +117,27 @@ def stop_detached_mirror(pid: int) -> None:
         os.killpg(pid, signal.SIGTERM)
     except (ProcessLookupError, PermissionError):
         return
+
+
+def prefetch(cache_dir: Path) -> Path:
+    """Download what the lab needs from PyPI once (wheelhouse, incl. the pip wheel the installers bundle)."""
+    return wheelhouse.ensure(cache_dir / "wheelhouse", WHEEL_PYTHONS, WHEEL_PACKAGES)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m gpulab.lab.services")
+    parser.add_argument("command", choices=["prefetch"], help="download the lab's wheelhouse once")
+    parser.add_argument("--cache-dir", type=Path, required=True)
+    args = parser.parse_args(argv)
+    try:
+        print(prefetch(args.cache_dir))
+    except wheelhouse.WheelhouseError as exc:
+        print(f"gpulab: {exc}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
