@@ -9,17 +9,13 @@ from pathlib import Path
 
 from gpulab.lab import cluster, nvidia_smi
 from gpulab.lab.podman import PodmanError
+from gpulab.runner import project_dir
 
 SIMULATED = (
     "gpulab lab: GPUs and conda are SIMULATED here: each node's nvidia-smi replays a capture from a "
     "real GPU, and Miniforge/conda are gpulab's offline stand-ins "
     "(real Python envs; CUDA packages only recorded)."
 )
-
-
-def project_dir() -> Path:
-    env = os.environ.get("GPULAB_PROJECT_DIR")
-    return Path(env).resolve() if env else Path(__file__).resolve().parents[3]
 
 
 def lab_state_dir() -> Path:
