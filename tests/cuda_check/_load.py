@@ -14,15 +14,8 @@ REPO = Path(__file__).resolve().parents[2]
 ROLE = REPO / "roles" / "cuda_check"
 MODULE_PATH = ROLE / "library" / "nvidia_gpu_facts.py"
 FILTER_PATH = ROLE / "filter_plugins" / "cuda_check.py"
-# The lab stand-in's copy of ../shared/fixtures comes first; tests/fixtures holds the files it lacks.
-FIXTURE_ROOTS = (
-    REPO / "src" / "gpulab" / "lab" / "fixtures" / "nvidia-smi",
-    REPO / "tests" / "fixtures" / "nvidia-smi",
-)
-PROC_ROOTS = (
-    REPO / "src" / "gpulab" / "lab" / "fixtures" / "proc-driver-nvidia-version",
-    REPO / "tests" / "fixtures" / "nvidia-smi" / "proc-driver-nvidia-version",
-)
+# The product's own corpus of real nvidia-smi outputs (issue 17: never the lab's fixtures).
+CORPUS = REPO / "tests" / "corpus" / "nvidia-smi"
 
 
 def _load(name: str, path: Path) -> ModuleType:
@@ -39,24 +32,12 @@ cuda_filter = _load("cuda_check_filter", FILTER_PATH)
 
 
 def fixtures(kind: str) -> dict[str, Path]:
-    """All fixture files of one kind (query-q, errors, ...) by file name; the lab's copy wins."""
-    found: dict[str, Path] = {}
-    for root in FIXTURE_ROOTS:
-        folder = root / kind
-        if folder.is_dir():
-            for path in sorted(folder.iterdir()):
-                if path.is_file():
-                    found.setdefault(path.name, path)
-    return found
+    """The corpus files of one kind (query-q, query-xml, query-gpu-csv, errors, ...) by file name."""
+    return {path.name: path for path in sorted((CORPUS / kind).iterdir()) if path.is_file()}
 
 
 def proc_fixtures() -> dict[str, Path]:
-    found: dict[str, Path] = {}
-    for root in PROC_ROOTS:
-        if root.is_dir():
-            for path in sorted(root.iterdir()):
-                found.setdefault(path.name, path)
-    return found
+    return fixtures("proc-driver-nvidia-version")
 
 
 def role_vars() -> dict[str, Any]:

@@ -35,6 +35,11 @@ QUERY_ONLY = {
     "h100nvlx2-550.54.14": "h100-nvl-x2__550.54.14",
     "rtx2000ada-550.54.15": "rtx-2000-ada__550.54.15",
     "rtx6000adax8-550.127.05": "rtx-6000-ada-x8__550.127.05",
+    "gtx680-470.256.02": "gtx-680__470.256.02",
+}
+XML_ONLY = {
+    "a100-mig-510.47.03": "a100-sxm4-40gb-mig__510.47.03",
+    "rtx2070x2-590.44.01": "rtx-2070-x2__590.44.01",
 }
 NO_CAPTURE = "gpulab lab stand-in: profile {} has no capture for this query\n"
 
@@ -194,6 +199,20 @@ def test_query_of_every_field_reproduces_the_capture(staged: dict[str, Path], pr
     )
 
 
+@pytest.mark.parametrize("profile", sorted(XML_ONLY))
+def test_xml_only_machine_replays_its_xml_in_every_spelling(staged: dict[str, Path], profile: str) -> None:
+    root, stem = staged[profile], XML_ONLY[profile]
+    xml = (NVSMI / "query-xml" / f"{stem}.xml").read_bytes()
+    for args in (["-q", "-x"], ["-x", "-q"], ["--query", "--xml-format"], ["-a", "-x"]):
+        result = run_smi(root, *args)
+        assert (result.returncode, result.stdout, result.stderr) == (0, xml, b""), args
+    # It has no text, table or CSV capture, so it answers none of them.
+    for args in (["-q"], [], ["--query-gpu=index", "--format=csv"], ["-q", "-x", "-i", "0"]):
+        result = run_smi(root, *args)
+        assert (result.returncode, result.stdout) == (255, b""), args
+        assert result.stderr.decode() == NO_CAPTURE.format(profile)
+
+
 # Column picking.
 
 
@@ -201,7 +220,8 @@ def test_query_of_every_field_reproduces_the_capture(staged: dict[str, Path], pr
 def test_query_gpu_picks_columns_as_cuda_check_asks(staged: dict[str, Path], profile: str) -> None:
     headers, rows = allfields(COMPLETE[profile])
     value = {h.split(" [")[0]: v for h, v in zip(headers, rows[0], strict=True)}
-    fields = "index,compute_cap,name,memory.total,driver_version,power.draw"
+    # The fields nvidia_gpu_facts asks for (in its order), plus one with a unit it does not ask for.
+    fields = "index,compute_cap,name,memory.total,driver_version,power.draw,pci.bus_id,uuid,mig.mode.current"
     result = run_smi(staged[profile], f"--query-gpu={fields}", "--format=csv,noheader,nounits")
     assert result.returncode == 0
     line = result.stdout.decode()
@@ -213,6 +233,7 @@ def test_query_gpu_picks_columns_as_cuda_check_asks(staged: dict[str, Path], pro
     assert got[3] + " MiB" == value["memory.total"]
     assert got[4] == value["driver_version"]
     assert got[5] == value["power.draw"] or got[5] + " W" == value["power.draw"]
+    assert got[6:] == [value["pci.bus_id"], value["uuid"], value["mig.mode.current"]]
 
 
 def test_known_compute_capabilities(staged: dict[str, Path]) -> None:

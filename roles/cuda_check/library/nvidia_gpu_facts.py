@@ -10,19 +10,26 @@ DOCUMENTATION = r"""
 module: nvidia_gpu_facts
 short_description: Report the NVIDIA driver, the newest CUDA it supports and the GPUs of a host
 description:
-  - Runs C(nvidia-smi -q) and parses the driver version, the CUDA version the driver supports and,
-    per GPU, the name, UUID, PCI bus id, framebuffer memory and MIG mode.
-  - Reads the compute capability with C(nvidia-smi --query-gpu=index,pci.bus_id,compute_cap
-    --format=csv,noheader,nounits). Drivers that do not know the C(compute_cap) field (before R510)
-    fall back to a GPU name to compute capability table (source U(https://developer.nvidia.com/cuda-gpus)
-    as tabulated in huggingface/huggingface.js#2010); C(compute_capability_source) says which was used.
+  - Reads nvidia-smi's machine-readable interfaces first. The GPUs (index, name, UUID, PCI bus id,
+    framebuffer memory, MIG mode, compute capability) and the driver version come from
+    C(nvidia-smi --query-gpu=... --format=csv,noheader,nounits); the newest CUDA the driver supports
+    (which no C(--query-gpu) field gives) and the number of MIG devices from C(nvidia-smi -q -x).
+  - The C(-q) text is read only for what neither of them gave (e.g. the CUDA version when C(-q -x) fails),
+    and it is read tolerantly; lines, sections, units and indentation it does not know are ignored,
+    and C(WARNING ...) lines nvidia-smi prints are returned in C(nvidia_smi_warnings).
+  - A C(--query-gpu) field the driver does not know (C(compute_cap) before R510) is dropped and the query
+    retried; the compute capability then comes from a GPU name to compute capability table (source
+    U(https://developer.nvidia.com/cuda-gpus) as tabulated in huggingface/huggingface.js#2010);
+    C(compute_capability_source) says which was used.
   - Handles the states a real node can be in. No C(nvidia-smi) anywhere is C(absent) (not a failure).
   - "The NVML message C(Driver/library version mismatch) (a driver upgraded without reboot) is
     C(reboot_required): the version of the loaded kernel module (from O(proc_version_path)) and of the new
     user-space library are reported and the module succeeds, so the caller decides."
-  - The driver not answering (C(driver_broken)), C(No devices were found) (C(no_devices)), a GPU that fell
-    off the bus (C(gpu_lost)) and output that cannot be parsed fail with a message that says what happened
-    and what usually causes it.
+  - Fails, saying what happened and what usually causes it, when the driver does not answer
+    (C(driver_broken)), on C(No devices were found) (C(no_devices)), on a GPU that fell off the bus
+    (C(gpu_lost)), when nvidia-smi does not answer within O(timeout) (C(timeout)), when no interface gave a
+    field the role needs (C(missing_field), naming the field and the command) and when every interface
+    failed with output gpulab does not know (C(unknown_error)).
   - Makes no change; supports check mode.
 options:
   nvidia_smi_path:
@@ -55,6 +62,10 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+nvidia_smi_state:
+  description: The same value as C(ansible_facts.nvidia_smi_state); on failure one of the failure states.
+  returned: always
+  type: str
 ansible_facts:
   description: Facts about the driver and GPUs.
   returned: success
@@ -66,19 +77,19 @@ ansible_facts:
     nvidia_smi_state:
       description:
         - ok, absent, reboot_required.
-        - Failures carry driver_broken, no_devices, gpu_lost or unparseable in C(nvidia_smi_state)
-          (absent when an explicit O(nvidia_smi_path) does not exist).
+        - Failures carry driver_broken, no_devices, gpu_lost, timeout, missing_field or unknown_error in
+          C(nvidia_smi_state) (absent when an explicit O(nvidia_smi_path) does not exist).
       type: str
     nvidia_smi_path:
       description: The nvidia-smi used, or null.
       type: str
     nvidia_driver_version:
-      description: Driver version, e.g. 580.95.05 (KMD Version from R610 on); null when absent.
+      description: Driver version, e.g. 580.95.05 (the KMD Version from R610 on); null when absent.
       type: str
     nvidia_cuda_driver_version:
       description:
         - Newest CUDA the driver supports as nvidia-smi prints it (CUDA UMD Version from R610 on).
-        - null when nvidia-smi does not show it.
+        - null when nvidia-smi does not show it (e.g. C(Not Found) on a vGPU host).
       type: str
     nvidia_kernel_module_version:
       description: Version of the loaded kernel module from proc_version_path, or null.
@@ -86,8 +97,20 @@ ansible_facts:
     nvidia_library_version:
       description: In state reboot_required, the NVML (user-space) library version when nvidia-smi prints it.
       type: str
+    nvidia_smi_sources:
+      description: Which nvidia-smi interface gave each part (C(query-gpu), C(xml) or C(text)).
+      type: dict
+      sample: {gpus: query-gpu, driver: query-gpu, cuda: xml}
+    nvidia_smi_warnings:
+      description:
+        - What nvidia-smi warned about (e.g. C(WARNING - infoROM is corrupted ...)) and what the module
+          ignored or could not read; also returned as module warnings.
+      type: list
+      elements: str
     nvidia_gpus:
-      description: One dict per GPU.
+      description:
+        - One dict per GPU, in nvidia-smi's index order.
+        - A value no interface gave is null (e.g. C(mig_devices) when neither C(-q -x) nor C(-q) answered).
       type: list
       elements: dict
       sample:
@@ -102,9 +125,369 @@ ansible_facts:
           mig_devices: 0
 """
 
+import csv
 import os
 import re
+import xml.etree.ElementTree as ET
 from typing import Any
+
+DEFAULT_SEARCH_DIRS = [
+    "/usr/bin",
+    "/usr/local/nvidia/bin",
+    "/usr/local/bin",
+    "/usr/lib/wsl/lib",
+    "/opt/nvidia/bin",
+]
+
+# --query-gpu fields, in the order asked. `index`, `name` and `driver_version` exist in every branch
+# (nvidia-smi --help-query-gpu); the others are dropped and the query retried when a driver answers
+# 'Field "X" is not a valid field to query.' (compute_cap arrived in R510).
+QUERY_FIELDS = (
+    "index",
+    "pci.bus_id",
+    "uuid",
+    "name",
+    "memory.total",
+    "driver_version",
+    "mig.mode.current",
+    "compute_cap",
+)
+REQUIRED_QUERY_FIELDS = ("index", "name", "driver_version")
+QUERY_FORMAT = "--format=csv,noheader,nounits"
+
+BROKEN_DRIVER_CAUSES = (
+    "Usual causes: the kernel module is not loaded (check `lsmod | grep nvidia`, `dmesg | grep -i nvrm`); "
+    "the driver was built for another kernel (kernel upgraded without DKMS rebuilding the module); "
+    "Secure Boot refused the unsigned module; nouveau is bound to the GPU; or the driver package is "
+    "half-installed. Reinstall/rebuild the driver for the running kernel and reboot."
+)
+
+NO_DEVICES_CAUSES = (
+    "The driver is loaded but initialised no GPU. Usual causes: RmInitAdapter failed "
+    "(see `dmesg | grep NVRM`), "
+    "Resizable BAR / Above 4G decoding disabled in the firmware, a GPU newer than the driver, or the GPU "
+    "is passed through to a VM or bound to vfio-pci."
+)
+
+GPU_LOST_CAUSES = (
+    "A GPU has fallen off the bus or is in an error state (Xid 79 and similar in `dmesg`). "
+    "Usual causes: power, overheating, PCIe/riser faults or a driver crash. "
+    "Reboot the node; if it recurs, take the GPU out of service."
+)
+
+_RE_MISMATCH = re.compile(r"Driver/library version mismatch", re.IGNORECASE)
+_RE_NVML_VERSION = re.compile(r"NVML library version:\s*([0-9]+(?:\.[0-9]+)+)")
+# nvidia-smi prints an ASCII apostrophe; pasted copies carry U+2018/U+2019.
+_RE_NO_DRIVER = re.compile(r"couldn.?t communicate with the NVIDIA driver", re.IGNORECASE)
+_RE_NO_DEVICES = re.compile(r"^\s*No devices were found\s*$", re.MULTILINE)
+_RE_DEVICE_HANDLE = re.compile(r"Unable to determine the device handle for GPU ?([0-9A-Fa-f:.]+): (.*)")
+_RE_GPU_LOST = re.compile(r"GPU is lost", re.IGNORECASE)
+_RE_INVALID_FIELD = re.compile(r'Field "([^"]+)" is not a valid field to query')
+
+_RE_GPU_HEADER = re.compile(r"^GPU (?P<bus>[0-9A-Fa-f]{4,8}:[0-9A-Fa-f]{2}:[0-9A-Fa-f]{2}\.[0-9A-Fa-f])$")
+_RE_BANNER = re.compile(r"^=+\s*NVSMI LOG\s*=+$")
+_RE_WARNING = re.compile(r"^WARNING\b", re.IGNORECASE)
+_RE_VERSION = re.compile(r"^[0-9]+(?:\.[0-9]+)+$")
+_RE_CUDA = re.compile(r"^[0-9]+\.[0-9]+$")
+_RE_CC = re.compile(r"^[0-9]+\.[0-9]+$")
+_RE_MEMORY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)\s*([KMGT]i?B)?$", re.IGNORECASE)
+_RE_KMOD = re.compile(r"Kernel Module(?: for \S+)?\s+([0-9]+(?:\.[0-9]+)+)")
+# From R610, -q prints e.g. "610.57.04 [Deprecated; will be removed in CUDA 14.0. Use KMD Version instead]".
+_DEPRECATED_SUFFIX = re.compile(r"\s*\[Deprecated[^\]]*\]\s*$")
+_NOT_AVAILABLE = {"n/a", "[n/a]", "not found", "not supported", "[not supported]", "unknown error", ""}
+_MIB_PER_UNIT = {"kib": 1 / 1024, "mib": 1, "gib": 1024, "tib": 1024 * 1024}
+
+# Top-level keys of `-q`: R610 added KMD / CUDA UMD Version and deprecated the old names; read the new first.
+_TEXT_DRIVER_KEYS = ("kmd version", "driver version")
+_TEXT_CUDA_KEYS = ("cuda umd version", "cuda version")
+
+
+class NvidiaSmiError(Exception):
+    """A state of nvidia-smi that the caller must see as a failure."""
+
+    def __init__(self, state: str, msg: str) -> None:
+        super().__init__(msg)
+        self.state = state
+        self.msg = msg
+
+
+class RebootRequired(Exception):
+    """NVML says the loaded kernel module and the user-space library differ (upgrade without reboot)."""
+
+    def __init__(self, library_version: str | None) -> None:
+        super().__init__(library_version)
+        self.library_version = library_version
+
+
+def _clean(value: str | None) -> str | None:
+    if value is None:
+        return None
+    value = _DEPRECATED_SUFFIX.sub("", value).strip()
+    return None if value.lower() in _NOT_AVAILABLE else value
+
+
+def _first_line(text: str) -> str:
+    for line in text.splitlines():
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+def classify_error(output: str, rc: int) -> dict[str, Any] | None:
+    """Recognise nvidia-smi's error messages (by text, not by exit code).
+
+    Returns None when the output is not a known error, a dict with state reboot_required for the
+    NVML mismatch, and raises NvidiaSmiError for the states that are failures.
+    """
+    if _RE_MISMATCH.search(output):
+        match = _RE_NVML_VERSION.search(output)
+        return {"state": "reboot_required", "library_version": match.group(1) if match else None}
+    if _RE_NO_DRIVER.search(output):
+        raise NvidiaSmiError(
+            "driver_broken",
+            f"nvidia-smi couldn't communicate with the NVIDIA driver (rc {rc}); it said: "
+            f"{_first_line(output)!r}. {BROKEN_DRIVER_CAUSES}",
+        )
+    if _RE_NO_DEVICES.search(output):
+        raise NvidiaSmiError(
+            "no_devices", f"nvidia-smi: No devices were found (rc {rc}). {NO_DEVICES_CAUSES}"
+        )
+    handle = _RE_DEVICE_HANDLE.search(output)
+    if handle or _RE_GPU_LOST.search(output):
+        line = handle.group(0).strip() if handle else _first_line(output)
+        raise NvidiaSmiError(
+            "gpu_lost", f"nvidia-smi cannot reach a GPU (rc {rc}): {line}. {GPU_LOST_CAUSES}"
+        )
+    return None
+
+
+def invalid_field(output: str) -> str | None:
+    """The field named in nvidia-smi's 'Field "X" is not a valid field to query.', or None."""
+    match = _RE_INVALID_FIELD.search(output)
+    return match.group(1) if match else None
+
+
+def normalize_bus_id(bus_id: str | None) -> str | None:
+    """'0000:06:00.0' (old drivers) and '00000000:06:00.0' -> '00000000:06:00.0', for matching."""
+    if not bus_id:
+        return None
+    parts = bus_id.strip().split(":")
+    if len(parts) != 3:
+        return bus_id.strip().upper()
+    try:
+        domain = int(parts[0], 16)
+    except ValueError:
+        return bus_id.strip().upper()
+    return f"{domain:08X}:{parts[1]}:{parts[2]}".upper()
+
+
+def parse_memory_mib(value: str | None, warnings: list[str], what: str) -> int | None:
+    """'81559 MiB' / '81559' (nounits) -> 81559; other units are converted; anything else -> None, warned."""
+    cleaned = _clean(value)
+    if cleaned is None:
+        return None
+    match = _RE_MEMORY.match(cleaned)
+    if not match:
+        warnings.append(f"ignored {what} {cleaned!r}: not a memory size")
+        return None
+    unit = (match.group(2) or "MiB").lower()
+    if unit not in _MIB_PER_UNIT:
+        warnings.append(f"ignored {what} {cleaned!r}: unknown unit")
+        return None
+    return int(float(match.group(1)) * _MIB_PER_UNIT[unit])
+
+
+def _version(value: str | None, pattern: re.Pattern[str], what: str, warnings: list[str]) -> str | None:
+    cleaned = _clean(value)
+    if cleaned is None:
+        return None
+    if not pattern.match(cleaned):
+        warnings.append(f"ignored {what} {cleaned!r}: not a version number")
+        return None
+    return cleaned
+
+
+def _mig_mode(value: str | None) -> str | None:
+    cleaned = _clean(value)
+    return cleaned.lower() if cleaned else None
+
+
+def new_gpu(index: int, bus_id: str | None) -> dict[str, Any]:
+    return {
+        "index": index,
+        "name": None,
+        "uuid": None,
+        "pci_bus_id": bus_id,
+        "memory_total_mib": None,
+        "compute_capability": None,
+        "compute_capability_source": None,
+        "mig_mode": None,
+        "mig_devices": None,
+    }
+
+
+def _result() -> dict[str, Any]:
+    return {
+        "driver_version": None,
+        "cuda_driver_version": None,
+        "gpus": [],
+        "attached_gpus": None,
+        "warnings": [],
+    }
+
+
+def parse_query_gpu_csv(text: str, fields: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Parse `--query-gpu=<fields> --format=csv,noheader,nounits`. Lines that are not a row are warnings."""
+    result = _result()
+    warnings: list[str] = result["warnings"]
+    drivers: set[str] = set()
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line:
+            continue
+        row = next(csv.reader([line], skipinitialspace=True))
+        values = dict(zip(fields, (v.strip() for v in row), strict=False))
+        if len(row) != len(fields) or not values.get("index", "").isdigit():
+            warnings.append(f"ignored a line of --query-gpu output that is not a GPU row: {line!r}")
+            continue
+        gpu = new_gpu(int(values["index"]), _clean(values.get("pci.bus_id")))
+        gpu["name"] = _clean(values.get("name"))
+        gpu["uuid"] = _clean(values.get("uuid"))
+        gpu["memory_total_mib"] = parse_memory_mib(values.get("memory.total"), warnings, "memory.total")
+        gpu["mig_mode"] = _mig_mode(values.get("mig.mode.current"))
+        cc = _clean(values.get("compute_cap"))
+        if cc is not None and not _RE_CC.match(cc):
+            warnings.append(f"ignored compute_cap {cc!r} of GPU {gpu['index']}: not M.m")
+            cc = None
+        if cc is not None:
+            gpu["compute_capability"] = cc
+            gpu["compute_capability_source"] = "nvidia-smi"
+        driver = _version(values.get("driver_version"), _RE_VERSION, "driver_version", warnings)
+        if driver:
+            drivers.add(driver)
+        result["gpus"].append(gpu)
+    if len(drivers) > 1:
+        warnings.append(f"GPUs report different driver versions: {', '.join(sorted(drivers))}")
+    result["driver_version"] = min(drivers) if drivers else None
+    result["gpus"].sort(key=lambda g: g["index"])
+    return result
+
+
+def _xml_text(node: ET.Element | None, path: str) -> str | None:
+    if node is None:
+        return None
+    found = node.find(path)
+    return found.text if found is not None else None
+
+
+def parse_query_xml(text: str) -> dict[str, Any]:
+    """Parse `nvidia-smi -q -x`. Raises ValueError when the text is not nvidia-smi's XML log."""
+    result = _result()
+    warnings: list[str] = result["warnings"]
+    start = text.find("<?xml")
+    if start < 0:
+        start = text.find("<nvidia_smi_log")
+    if start < 0:
+        raise ValueError("no <nvidia_smi_log> document in the output")
+    for line in text[:start].splitlines():
+        if line.strip():
+            warnings.append(line.strip())
+    try:
+        root = ET.fromstring(text[start:].strip())
+    except ET.ParseError as exc:
+        raise ValueError(f"not well-formed XML: {exc}") from exc
+    if root.tag != "nvidia_smi_log":
+        raise ValueError(f"root element is <{root.tag}>, not <nvidia_smi_log>")
+    result["driver_version"] = _version(
+        _xml_text(root, "driver_version"), _RE_VERSION, "driver_version", warnings
+    )
+    result["cuda_driver_version"] = _version(
+        _xml_text(root, "cuda_version"), _RE_CUDA, "cuda_version", warnings
+    )
+    attached = _clean(_xml_text(root, "attached_gpus"))
+    result["attached_gpus"] = int(attached) if attached and attached.isdigit() else None
+    for position, node in enumerate(root.findall("gpu")):
+        bus = _clean(_xml_text(node, "pci/pci_bus_id")) or _clean(node.get("id"))
+        gpu = new_gpu(position, bus)
+        gpu["name"] = _clean(_xml_text(node, "product_name"))
+        gpu["uuid"] = _clean(_xml_text(node, "uuid"))
+        gpu["memory_total_mib"] = parse_memory_mib(
+            _xml_text(node, "fb_memory_usage/total"), warnings, "fb_memory_usage/total"
+        )
+        gpu["mig_mode"] = _mig_mode(_xml_text(node, "mig_mode/current_mig"))
+        gpu["mig_devices"] = len(node.findall("mig_devices/mig_device"))
+        result["gpus"].append(gpu)
+    return result
+
+
+def parse_query_q(text: str) -> dict[str, Any]:
+    """Parse `nvidia-smi -q` text tolerantly: what it does not know it skips, never fails.
+
+    Nesting is read from indentation (tabs count as 4 columns); a line is `key : value` (split at the first
+    colon, any spacing) or a section title. Only a few paths are read; every other line is ignored.
+    """
+    result = _result()
+    warnings: list[str] = result["warnings"]
+    top: dict[str, str] = {}
+    gpu: dict[str, Any] | None = None
+    stack: list[tuple[int, str]] = []  # (indent, lower-cased section title) inside the current block
+
+    for raw in text.splitlines():
+        line = raw.expandtabs(4).rstrip()
+        stripped = line.strip()
+        if not stripped or _RE_BANNER.match(stripped):
+            continue
+        if _RE_WARNING.match(stripped):
+            warnings.append(stripped)
+            continue
+        indent = len(line) - len(line.lstrip())
+        header = _RE_GPU_HEADER.match(stripped) if indent == 0 else None
+        if header:
+            gpu = new_gpu(len(result["gpus"]), header.group("bus"))
+            gpu["mig_devices"] = 0
+            result["gpus"].append(gpu)
+            stack = []
+            continue
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        if ":" not in stripped:
+            if indent == 0:
+                gpu = None  # a new top-level section ends the GPU block
+            mig_device = stripped.lower() == "mig device" and [s for _, s in stack] in ([], ["mig devices"])
+            if gpu is not None and mig_device:
+                gpu["mig_devices"] += 1
+            stack.append((indent, " ".join(stripped.lower().split())))
+            continue
+        key, value = stripped.split(":", 1)
+        key = " ".join(key.lower().split())
+        if indent == 0:
+            gpu = None
+            top.setdefault(key, value)
+            continue
+        if gpu is None:
+            continue
+        path = (*(s for _, s in stack), key)
+        if path == ("product name",):
+            gpu["name"] = _clean(value)
+        elif path == ("gpu uuid",):
+            gpu["uuid"] = _clean(value)
+        elif path == ("pci", "bus id"):
+            gpu["pci_bus_id"] = _clean(value) or gpu["pci_bus_id"]
+        elif path == ("mig mode", "current"):
+            gpu["mig_mode"] = _mig_mode(value)
+        elif path == ("fb memory usage", "total"):
+            gpu["memory_total_mib"] = parse_memory_mib(value, warnings, "FB Memory Usage Total")
+
+    driver_key = next((k for k in _TEXT_DRIVER_KEYS if _clean(top.get(k))), None)
+    cuda_key = next((k for k in _TEXT_CUDA_KEYS if _clean(top.get(k))), None)
+    if driver_key:
+        result["driver_version"] = _version(top[driver_key], _RE_VERSION, driver_key.title(), warnings)
+    if cuda_key:
+        result["cuda_driver_version"] = _version(top[cuda_key], _RE_CUDA, cuda_key.title(), warnings)
+    attached = _clean(top.get("attached gpus"))
+    result["attached_gpus"] = int(attached) if attached and attached.isdigit() else None
+    return result
+
 
 # GPU product name -> compute capability, used only when the driver cannot answer the
 # `compute_cap` query (drivers before R510). Source: https://developer.nvidia.com/cuda-gpus as
@@ -145,221 +528,6 @@ NAME_TO_COMPUTE_CAPABILITY: tuple[tuple[str, str], ...] = (
     (r"\bJETSON NANO\b", "5.3"),
 )
 
-DEFAULT_SEARCH_DIRS = [
-    "/usr/bin",
-    "/usr/local/nvidia/bin",
-    "/usr/local/bin",
-    "/usr/lib/wsl/lib",
-    "/opt/nvidia/bin",
-]
-
-BROKEN_DRIVER_CAUSES = (
-    "Usual causes: the kernel module is not loaded (check `lsmod | grep nvidia`, `dmesg | grep -i nvrm`); "
-    "the driver was built for another kernel (kernel upgraded without DKMS rebuilding the module); "
-    "Secure Boot refused the unsigned module; nouveau is bound to the GPU; or the driver package is "
-    "half-installed. Reinstall/rebuild the driver for the running kernel and reboot."
-)
-
-NO_DEVICES_CAUSES = (
-    "The driver is loaded but initialised no GPU. Usual causes: RmInitAdapter failed "
-    "(see `dmesg | grep NVRM`), "
-    "Resizable BAR / Above 4G decoding disabled in the firmware, a GPU newer than the driver, or the GPU "
-    "is passed through to a VM or bound to vfio-pci."
-)
-
-GPU_LOST_CAUSES = (
-    "A GPU has fallen off the bus or is in an error state (Xid 79 and similar in `dmesg`). "
-    "Usual causes: power, overheating, PCIe/riser faults or a driver crash. "
-    "Reboot the node; if it recurs, take the GPU out of service."
-)
-
-_RE_MISMATCH = re.compile(r"Driver/library version mismatch", re.IGNORECASE)
-_RE_NVML_VERSION = re.compile(r"NVML library version:\s*([0-9]+(?:\.[0-9]+)+)")
-# nvidia-smi prints an ASCII apostrophe; pasted copies carry U+2018/U+2019.
-_RE_NO_DRIVER = re.compile(r"couldn.?t communicate with the NVIDIA driver", re.IGNORECASE)
-_RE_NO_DEVICES = re.compile(r"^\s*No devices were found\s*$", re.MULTILINE)
-_RE_DEVICE_HANDLE = re.compile(r"Unable to determine the device handle for GPU ?([0-9A-Fa-f:.]+): (.*)")
-_RE_GPU_LOST = re.compile(r"GPU is lost", re.IGNORECASE)
-_RE_INVALID_FIELD = re.compile(r'Field "([^"]+)" is not a valid field to query')
-
-_RE_KV = re.compile(r"^(?P<indent> *)(?P<key>\S.*?)\s+: ?(?P<value>.*)$")
-_RE_SECTION = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z][^:]*?)\s*$")
-_RE_GPU_HEADER = re.compile(r"^GPU (?P<bus>[0-9A-Fa-f]{4,8}:[0-9A-Fa-f]{2}:[0-9A-Fa-f]{2}\.[0-9A-Fa-f])\s*$")
-_RE_BANNER = re.compile(r"^=+NVSMI LOG=+\s*$")
-_RE_VERSION = re.compile(r"^[0-9]+(?:\.[0-9]+)+$")
-_RE_CUDA = re.compile(r"^[0-9]+\.[0-9]+$")
-_RE_MIB = re.compile(r"^([0-9]+) MiB$")
-_RE_CC = re.compile(r"^[0-9]+\.[0-9]+$")
-_RE_KMOD = re.compile(r"Kernel Module(?: for \S+)?\s+([0-9]+(?:\.[0-9]+)+)")
-_DEPRECATED_SUFFIX = re.compile(r"\s*\[Deprecated[^\]]*\]\s*$")
-_NOT_AVAILABLE = {"N/A", "[N/A]", "Not Found", "Not Supported", "[Not Supported]", ""}
-
-
-class NvidiaSmiError(Exception):
-    """A state of nvidia-smi that the caller must see as a failure."""
-
-    def __init__(self, state: str, msg: str) -> None:
-        super().__init__(msg)
-        self.state = state
-        self.msg = msg
-
-
-def _clean(value: str) -> str | None:
-    value = _DEPRECATED_SUFFIX.sub("", value).strip()
-    return None if value in _NOT_AVAILABLE else value
-
-
-def _first_line(text: str) -> str:
-    for line in text.splitlines():
-        if line.strip():
-            return line.strip()
-    return ""
-
-
-def classify_error(output: str, rc: int) -> dict[str, Any] | None:
-    """Recognise nvidia-smi's error messages (by text, not by exit code).
-
-    Returns None when the output is not a known error, a dict with state reboot_required for the
-    NVML mismatch, and raises NvidiaSmiError for the states that are failures.
-    """
-    if _RE_MISMATCH.search(output):
-        match = _RE_NVML_VERSION.search(output)
-        return {"state": "reboot_required", "library_version": match.group(1) if match else None}
-    if _RE_NO_DRIVER.search(output):
-        raise NvidiaSmiError(
-            "driver_broken",
-            f"nvidia-smi couldn't communicate with the NVIDIA driver (rc {rc}); it said: "
-            f"{_first_line(output)!r}. {BROKEN_DRIVER_CAUSES}",
-        )
-    if _RE_NO_DEVICES.search(output):
-        raise NvidiaSmiError(
-            "no_devices", f"nvidia-smi: No devices were found (rc {rc}). {NO_DEVICES_CAUSES}"
-        )
-    handle = _RE_DEVICE_HANDLE.search(output)
-    if handle or _RE_GPU_LOST.search(output):
-        line = handle.group(0).strip() if handle else _first_line(output)
-        raise NvidiaSmiError(
-            "gpu_lost", f"nvidia-smi cannot reach a GPU (rc {rc}): {line}. {GPU_LOST_CAUSES}"
-        )
-    return None
-
-
-def _new_gpu(position: int, bus_id: str) -> dict[str, Any]:
-    return {
-        "index": position,
-        "name": None,
-        "uuid": None,
-        "pci_bus_id": bus_id,
-        "memory_total_mib": None,
-        "compute_capability": None,
-        "compute_capability_source": None,
-        "mig_mode": None,
-        "mig_devices": 0,
-    }
-
-
-def parse_query_q(text: str) -> dict[str, Any]:
-    """Parse `nvidia-smi -q` text. Raises NvidiaSmiError(state='unparseable') quoting the bad line."""
-    top: dict[str, str | None] = {}
-    top_lines: dict[str, str] = {}
-    gpus: list[dict[str, Any]] = []
-    gpu: dict[str, Any] | None = None
-    # Stack of (indent, section name) inside the current GPU (or top-level section).
-    stack: list[tuple[int, str]] = []
-
-    for raw in text.splitlines():
-        line = raw.rstrip()
-        if not line.strip() or _RE_BANNER.match(line.strip()):
-            continue
-        header = _RE_GPU_HEADER.match(line)
-        if header:
-            gpu = _new_gpu(len(gpus), header.group("bus"))
-            gpus.append(gpu)
-            stack = []
-            continue
-        kv = _RE_KV.match(line)
-        section = None if kv else _RE_SECTION.match(line)
-        if not kv and not section:
-            raise NvidiaSmiError("unparseable", f"cannot parse this line of `nvidia-smi -q` output: {line!r}")
-        match = kv or section
-        assert match is not None
-        indent = len(match.group("indent"))
-        key = match.group("key").strip()
-        while stack and stack[-1][0] >= indent:
-            stack.pop()
-        if section:
-            if indent == 0 and gpu is None and key not in ("vGPU Driver Capability", "Unit"):
-                raise NvidiaSmiError(
-                    "unparseable", f"cannot parse this line of `nvidia-smi -q` output: {line!r}"
-                )
-            stack.append((indent, key))
-            if gpu is not None and key == "MIG Device" and [s for _, s in stack] == ["MIG Device"]:
-                gpu["mig_devices"] += 1
-            continue
-        value = match.group("value")
-        path = (*tuple(s for _, s in stack), key)
-        if indent == 0:
-            # A top-level key after the GPU sections would be odd; keep the first value.
-            top.setdefault(key, _clean(value))
-            top_lines.setdefault(key, line)
-            continue
-        if gpu is None:
-            continue
-        if path == ("Product Name",):
-            gpu["name"] = _clean(value)
-        elif path == ("GPU UUID",):
-            gpu["uuid"] = _clean(value)
-        elif path == ("PCI", "Bus Id"):
-            gpu["pci_bus_id"] = _clean(value) or gpu["pci_bus_id"]
-        elif path == ("MIG Mode", "Current"):
-            mode = _clean(value)
-            gpu["mig_mode"] = mode.lower() if mode else None
-        elif path == ("FB Memory Usage", "Total"):
-            cleaned = _clean(value)
-            if cleaned is not None:
-                mib = _RE_MIB.match(cleaned)
-                if not mib:
-                    raise NvidiaSmiError(
-                        "unparseable",
-                        f"cannot parse the FB memory total in this line of `nvidia-smi -q`: {line!r}",
-                    )
-                gpu["memory_total_mib"] = int(mib.group(1))
-
-    driver_key = "KMD Version" if "KMD Version" in top else "Driver Version"
-    cuda_key = "CUDA UMD Version" if "CUDA UMD Version" in top else "CUDA Version"
-    driver = top.get(driver_key)
-    if driver is None or not _RE_VERSION.match(driver):
-        line = top_lines.get(driver_key) or _first_line(text)
-        raise NvidiaSmiError(
-            "unparseable", f"no driver version found in `nvidia-smi -q` output; first unusable line: {line!r}"
-        )
-    cuda = top.get(cuda_key)
-    if cuda is not None and not _RE_CUDA.match(cuda):
-        raise NvidiaSmiError(
-            "unparseable",
-            f"cannot parse the CUDA version in this line of `nvidia-smi -q`: {top_lines[cuda_key]!r}",
-        )
-    return {"driver_version": driver, "cuda_driver_version": cuda, "gpus": gpus}
-
-
-def parse_compute_cap_csv(text: str) -> dict[str, dict[str, Any]]:
-    """Parse `--query-gpu=index,pci.bus_id,compute_cap --format=csv,noheader,nounits` by bus id."""
-    result: dict[str, dict[str, Any]] = {}
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line:
-            continue
-        parts = [p.strip() for p in line.split(",")]
-        if len(parts) != 3 or not parts[0].isdigit():
-            raise NvidiaSmiError(
-                "unparseable", f"cannot parse this line of `nvidia-smi --query-gpu` output: {line!r}"
-            )
-        cc = parts[2] if _RE_CC.match(parts[2]) else None
-        if cc is None and parts[2] not in _NOT_AVAILABLE:
-            raise NvidiaSmiError("unparseable", f"cannot parse the compute capability in this line: {line!r}")
-        result[parts[1].upper()] = {"index": int(parts[0]), "compute_capability": cc}
-    return result
-
 
 def compute_capability_from_name(name: str | None) -> str | None:
     if not name:
@@ -371,20 +539,13 @@ def compute_capability_from_name(name: str | None) -> str | None:
     return None
 
 
-def apply_compute_capability(gpus: list[dict[str, Any]], by_bus: dict[str, dict[str, Any]] | None) -> None:
-    """Fill compute_capability (and the nvidia-smi index) in place; fall back to the name table."""
+def apply_compute_capability(gpus: list[dict[str, Any]]) -> None:
+    """Fill a compute capability nvidia-smi did not give from the name table, in place."""
     for gpu in gpus:
-        row = (by_bus or {}).get(str(gpu["pci_bus_id"]).upper())
-        if row is not None:
-            gpu["index"] = row["index"]
-            if row["compute_capability"] is not None:
-                gpu["compute_capability"] = row["compute_capability"]
-                gpu["compute_capability_source"] = "nvidia-smi"
-                continue
-        cc = compute_capability_from_name(gpu["name"])
-        gpu["compute_capability"] = cc
-        gpu["compute_capability_source"] = "name-table" if cc else None
-    gpus.sort(key=lambda g: g["index"])
+        if gpu["compute_capability"] is None:
+            cc = compute_capability_from_name(gpu["name"])
+            gpu["compute_capability"] = cc
+            gpu["compute_capability_source"] = "name-table" if cc else None
 
 
 def parse_proc_version(text: str) -> str | None:
@@ -402,6 +563,108 @@ def find_nvidia_smi(path: str, env_path: str) -> str | None:
         if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
             return candidate
     return None
+
+
+def _call(run: Any, argv: list[str]) -> tuple[int, str]:
+    """Run nvidia-smi; known error states raise (NvidiaSmiError, RebootRequired). Returns (rc, stdout)."""
+    rc, out, err = run(argv)
+    known = classify_error(f"{out}\n{err}", rc)
+    if known is not None:
+        raise RebootRequired(known["library_version"])
+    return rc, out if rc == 0 else f"{out}\n{err}"
+
+
+def query_gpus(run: Any, smi: str, notes: list[str]) -> dict[str, Any] | None:
+    """`--query-gpu`, dropping the optional fields this driver does not know; None when it cannot answer."""
+    fields = list(QUERY_FIELDS)
+    while True:
+        rc, out = _call(run, [smi, "--query-gpu=" + ",".join(fields), QUERY_FORMAT])
+        if rc == 0:
+            return parse_query_gpu_csv(out, fields)
+        bad = invalid_field(out)
+        if bad in fields and bad not in REQUIRED_QUERY_FIELDS:
+            notes.append(f"this driver does not know the --query-gpu field {bad}; queried without it")
+            fields.remove(bad)
+            continue
+        notes.append(f"`{smi} --query-gpu` failed (rc {rc}): {_first_line(out)!r}")
+        return None
+
+
+def _merge_by_bus(gpus: list[dict[str, Any]], other: dict[str, Any]) -> None:
+    """Take the MIG device count (which --query-gpu does not give) from a -q / -q -x parse."""
+    by_bus = {normalize_bus_id(g["pci_bus_id"]): g for g in other["gpus"]}
+    for gpu in gpus:
+        match = by_bus.get(normalize_bus_id(gpu["pci_bus_id"]))
+        if match is not None and gpu["mig_devices"] is None:
+            gpu["mig_devices"] = match["mig_devices"]
+
+
+def _require(value: Any, field: str, smi: str) -> None:
+    if value is None:
+        raise NvidiaSmiError(
+            "missing_field",
+            f"nvidia-smi gave no {field}: neither `{smi} --query-gpu=... {QUERY_FORMAT}`, `{smi} -q -x` nor "
+            f"`{smi} -q` printed it. Run them on the host to see what this driver prints.",
+        )
+
+
+def read_nvidia_smi(run: Any, smi: str) -> dict[str, Any]:
+    """Driver, CUDA version and GPUs: --query-gpu, then -q -x, then the -q text for what is still missing."""
+    notes: list[str] = []
+    warnings: list[str] = []
+    sources: dict[str, str] = {}
+    found: dict[str, Any] = {"driver_version": None, "cuda_driver_version": None, "gpus": None}
+
+    def take(parsed: dict[str, Any], source: str) -> None:
+        warnings.extend(parsed["warnings"])
+        for key, part in (("gpus", "gpus"), ("driver_version", "driver"), ("cuda_driver_version", "cuda")):
+            if found[key] is None and (parsed[key] or (key == "gpus" and parsed["attached_gpus"] == 0)):
+                found[key] = parsed[key]
+                sources[part] = source
+        if found["gpus"] is not None and sources.get("gpus") != source:
+            _merge_by_bus(found["gpus"], parsed)
+        if parsed["attached_gpus"] is not None and parsed["attached_gpus"] != len(parsed["gpus"]):
+            warnings.append(
+                f"nvidia-smi ({source}) says {parsed['attached_gpus']} GPUs are attached but lists "
+                f"{len(parsed['gpus'])}"
+            )
+
+    csv_part = query_gpus(run, smi, notes)
+    if csv_part is not None:
+        take(csv_part, "query-gpu")
+    rc, out = _call(run, [smi, "-q", "-x"])
+    xml_part = None
+    if rc == 0:
+        try:
+            xml_part = parse_query_xml(out)
+        except ValueError as exc:
+            notes.append(f"`{smi} -q -x` gave no usable XML: {exc}")
+    else:
+        notes.append(f"`{smi} -q -x` failed (rc {rc}): {_first_line(out)!r}")
+    if xml_part is not None:
+        take(xml_part, "xml")
+    if None in found.values() or any(g["mig_devices"] is None for g in found["gpus"]):
+        rc, out = _call(run, [smi, "-q"])
+        if rc == 0:
+            take(parse_query_q(out), "text")
+        else:
+            notes.append(f"`{smi} -q` failed (rc {rc}): {_first_line(out)!r}")
+    if not sources:
+        raise NvidiaSmiError(
+            "unknown_error",
+            "nvidia-smi answered none of --query-gpu, -q -x and -q with output gpulab knows: "
+            + "; ".join(notes),
+        )
+    _require(
+        found["driver_version"], "driver version (--query-gpu field driver_version, -q `Driver Version`)", smi
+    )
+    gpus: list[dict[str, Any]] = found["gpus"] or []
+    for gpu in gpus:
+        _require(gpu["name"], f"name of GPU {gpu['index']} (--query-gpu field name, -q `Product Name`)", smi)
+    if found["cuda_driver_version"] is None:
+        notes.append("nvidia-smi printed no CUDA version; the role derives it from the driver version")
+    apply_compute_capability(gpus)
+    return {**found, "gpus": gpus, "sources": sources, "warnings": warnings, "notes": notes}
 
 
 def gather(run: Any, nvidia_smi_path: str, proc_version_path: str, env_path: str) -> dict[str, Any]:
@@ -422,6 +685,8 @@ def gather(run: Any, nvidia_smi_path: str, proc_version_path: str, env_path: str
         "nvidia_cuda_driver_version": None,
         "nvidia_kernel_module_version": kmod,
         "nvidia_library_version": None,
+        "nvidia_smi_sources": {},
+        "nvidia_smi_warnings": [],
         "nvidia_gpus": [],
     }
     if nvidia_smi_path and not os.path.exists(nvidia_smi_path):
@@ -430,41 +695,22 @@ def gather(run: Any, nvidia_smi_path: str, proc_version_path: str, env_path: str
     if smi is None:
         return facts
     facts["nvidia_smi_path"] = smi
-
-    rc, out, err = run([smi, "-q"])
-    combined = f"{out}\n{err}"
-    known = classify_error(combined, rc)
-    if known is not None:
+    try:
+        read = read_nvidia_smi(run, smi)
+    except RebootRequired as pending:
         facts["nvidia_smi_state"] = "reboot_required"
         facts["nvidia_gpu_present"] = True
-        facts["nvidia_library_version"] = known["library_version"]
+        facts["nvidia_library_version"] = pending.library_version
         return facts
-    if rc != 0:
-        raise NvidiaSmiError(
-            "unparseable",
-            f"`{smi} -q` failed with rc {rc} and output gpulab does not know: {_first_line(combined)!r}",
-        )
-    parsed = parse_query_q(out)
-
-    cc_rc, cc_out, cc_err = run(
-        [smi, "--query-gpu=index,pci.bus_id,compute_cap", "--format=csv,noheader,nounits"]
-    )
-    by_bus = None
-    if cc_rc == 0:
-        by_bus = parse_compute_cap_csv(cc_out)
-    else:
-        # Older drivers: 'Field "compute_cap" is not a valid field to query.' -> the name table.
-        # Any other error of this second call is reported by the -q call already, or ignored here.
-        classify_error(f"{cc_out}\n{cc_err}", cc_rc)
-    apply_compute_capability(parsed["gpus"], by_bus)
-
     facts.update(
         {
-            "nvidia_gpu_present": len(parsed["gpus"]) > 0,
+            "nvidia_gpu_present": len(read["gpus"]) > 0,
             "nvidia_smi_state": "ok",
-            "nvidia_driver_version": parsed["driver_version"],
-            "nvidia_cuda_driver_version": parsed["cuda_driver_version"],
-            "nvidia_gpus": parsed["gpus"],
+            "nvidia_driver_version": read["driver_version"],
+            "nvidia_cuda_driver_version": read["cuda_driver_version"],
+            "nvidia_smi_sources": read["sources"],
+            "nvidia_smi_warnings": read["warnings"],
+            "nvidia_gpus": read["gpus"],
         }
     )
     return facts
@@ -491,8 +737,9 @@ def main() -> None:
         )
         if rc == 124:
             raise NvidiaSmiError(
-                "gpu_lost",
-                f"`{' '.join(argv)}` did not answer within {timeout} seconds (hung GPU or driver?)",
+                "timeout",
+                f"`{' '.join(argv)}` did not answer within {timeout} seconds (hung GPU or driver?). "
+                f"{GPU_LOST_CAUSES}",
             )
         return rc, out, err
 
@@ -508,8 +755,10 @@ def main() -> None:
     except Exception as exc:  # never a traceback for the user
         module.fail_json(
             msg=f"nvidia_gpu_facts failed unexpectedly: {type(exc).__name__}: {exc}",
-            nvidia_smi_state="unparseable",
+            nvidia_smi_state="unknown_error",
         )
+    for warning in facts["nvidia_smi_warnings"]:
+        module.warn(f"nvidia-smi: {warning}")
     module.exit_json(changed=False, ansible_facts=facts, nvidia_smi_state=facts["nvidia_smi_state"])
 
 

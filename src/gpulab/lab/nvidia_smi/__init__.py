@@ -51,6 +51,7 @@ STAGED_NAMES = {
     "list": "list.txt",
     "version": "version.txt",
     "query_gpu_csv": "query-gpu-allfields.csv",
+    "query_xml": "query.xml",
 }
 
 ProfileKind = Literal["gpu", "error", "absent"]
@@ -69,9 +70,9 @@ class UnknownProfileError(ValueError):
 class Profile:
     """One GPU/driver state a test host can have, built only from real captures.
 
-    `captures` maps a response kind (`table`, `query`, `list`, `version`, `query_gpu_csv`) to a fixture
-    path relative to `FIXTURES_DIR`. An error profile prints `error` (lines `error_lines`, 1-based and
-    inclusive, when the fixture is a transcript) and exits with `rc` for every invocation.
+    `captures` maps a response kind (`table`, `query`, `list`, `version`, `query_gpu_csv`, `query_xml`) to
+    a fixture path relative to `FIXTURES_DIR`. An error profile prints `error` (lines `error_lines`,
+    1-based and inclusive, when the fixture is a transcript) and exits with `rc` for every invocation.
     """
 
     name: str
@@ -106,6 +107,16 @@ def _query_only(name: str, description: str, stem: str, table: bool = True) -> P
     if table:
         captures["table"] = f"nvidia-smi/table/{stem}.txt"
     return Profile(name=name, description=description, kind="gpu", captures=captures)
+
+
+def _xml_only(name: str, description: str, stem: str) -> Profile:
+    """A machine known only from its `nvidia-smi -q -x` capture."""
+    return Profile(
+        name=name,
+        description=description,
+        kind="gpu",
+        captures={"query_xml": f"nvidia-smi/query-xml/{stem}.xml"},
+    )
 
 
 def _error(
@@ -172,6 +183,22 @@ _ALL: list[Profile] = [
         "rtx6000adax8-550.127.05",
         "8x RTX 6000 Ada, driver 550.127.05 (table, -a)",
         "rtx-6000-ada-x8__550.127.05",
+    ),
+    _query_only(
+        "gtx680-470.256.02",
+        "1x GeForce GTX 680, driver 470.256.02 (R470), CUDA 11.4 (-a only)",
+        "gtx-680__470.256.02",
+        False,
+    ),
+    _xml_only(
+        "a100-mig-510.47.03",
+        "1x A100-SXM4-40GB in MIG mode (2 MIG devices), driver 510.47.03, CUDA 11.6 (-q -x only)",
+        "a100-sxm4-40gb-mig__510.47.03",
+    ),
+    _xml_only(
+        "rtx2070x2-590.44.01",
+        "2x GeForce RTX 2070, driver 590.44.01, CUDA 13.1 (-q -x only)",
+        "rtx-2070-x2__590.44.01",
     ),
     _error(
         "driver-broken",

@@ -7,6 +7,7 @@ whose files live in /usr/local/share/gpulab-lab/nvidia-smi/<profile>/ (manifest.
 
 What it answers:
 - `nvidia-smi` (the table), `-q`/`-a`/`--query`, `-L`/`--list-gpus`, `--version`: the captured text.
+- `-q -x` (in any order and spelling: `-q`/`-a`/`--query` with `-x`/`--xml-format`): the captured XML.
 - `--query-gpu=F1,F2 --format=csv[,noheader][,nounits]`: columns picked from a capture of every field
   (`nvidia-smi --query-gpu=<all> --format=csv`); `nounits` strips the unit suffix from values (the
   header keeps it, as nvidia-smi does). An unknown field gets nvidia-smi's answer on stdout,
@@ -30,6 +31,8 @@ from pathlib import Path
 PROFILE_FILE = "etc/gpulab-lab/nvidia-smi.profile"
 DATA_DIR = "usr/local/share/gpulab-lab/nvidia-smi"
 SYSROOT_ENV = "GPULAB_LAB_NVIDIA_SMI_SYSROOT"
+QUERY_FLAGS = {"-q", "-a", "--query"}
+XML_FLAGS = {"-x", "--xml-format"}
 RC_INVALID_ARGUMENT = 2
 RC_OTHER_ERROR = 255
 STANDIN = "gpulab lab stand-in"
@@ -135,6 +138,8 @@ def answer(args: list[str], manifest: dict[str, object], data: Path) -> tuple[by
         return capture("table"), 0
     if args in (["-q"], ["-a"], ["--query"]):
         return capture("query"), 0
+    if len(args) == 2 and len(set(args) & QUERY_FLAGS) == 1 and len(set(args) & XML_FLAGS) == 1:
+        return capture("query_xml"), 0
     if args in (["-L"], ["--list-gpus"]):
         return capture("list"), 0
     if args == ["--version"]:
