@@ -4,16 +4,13 @@ fails the host with its reason. The env's python is a stand-in script that print
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from ._load import REPO
+from ._load import run_role_entry
 
 RESULTS = {
     "good": (
@@ -68,33 +65,9 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             "hosts": {**hosts, "no-env": {"dl_env_envs_dir": str(tmp / "none"), "dl_env_spec_dir": str(tmp)}},
         }
     }
-    (tmp / "hosts.yml").write_text(yaml.safe_dump(inventory), encoding="utf-8")
-    play = [
-        {
-            "name": "Check",
-            "hosts": "all",
-            "gather_facts": False,
-            "tasks": [
-                {"name": "Check", "ansible.builtin.include_role": {"name": "dl_env", "tasks_from": "check"}},
-            ],
-        }
-    ]
-    (tmp / "check.yml").write_text(yaml.safe_dump(play), encoding="utf-8")
-    env = dict(
-        os.environ,
-        ANSIBLE_ROLES_PATH=str(REPO / "roles"),
-        ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
-        ANSIBLE_STDOUT_CALLBACK="json",
-        ANSIBLE_SHOW_CUSTOM_STATS="1",
-        ANSIBLE_FORCE_COLOR="0",
+    proc = run_role_entry(
+        tmp, inventory, "check", ANSIBLE_STDOUT_CALLBACK="json", ANSIBLE_SHOW_CUSTOM_STATS="1"
     )
-    cmd = [
-        str(Path(sys.executable).parent / "ansible-playbook"),
-        "-i",
-        str(tmp / "hosts.yml"),
-        str(tmp / "check.yml"),
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, check=False, timeout=300)
     return {"proc": proc, "out": json.loads(proc.stdout)}
 
 
@@ -104,6 +77,7 @@ def test_stats_carry_the_check_per_host(run: dict[str, Any]) -> None:
     assert good["passed"] is True and good["backend"] == "numpy" and good["device"] == "cpu"
     assert good["loss"] == 0.05 and good["accuracy"] == 0.995 and good["seconds"] == 2.1
     assert good["env_action"] == "checked" and good["env_prefix"].endswith("/good/envs/gpulab")
+    assert good["pin_changes"] == []  # a check renders no spec, so it changes no pin
     assert stats["bad"]["passed"] is False and stats["bad"]["reason"] == "spirals: accuracy 0.61 < 0.99"
     assert stats["broken"]["passed"] is False and "ImportError: numpy" in stats["broken"]["reason"]
 

@@ -3,17 +3,12 @@ driver/CUDA/no-GPU x groups x base files, through ansible-playbook, then check e
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from ._load import FIXTURES, REPO, dl_env_filters
+from ._load import FIXTURES, dl_env_filters, local_render_vars, run_role_entry
 
 F = dl_env_filters()
 pytestmark = pytest.mark.slow
@@ -57,10 +52,7 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     inventory = {
         "all": {
             "vars": {
-                "ansible_connection": "local",
-                "ansible_python_interpreter": sys.executable,
-                "dl_env_render_only": True,
-                "dl_env_render_dest_controller": str(out),
+                **local_render_vars(out),
                 "dl_env_conda_packages": ["numpy", "scipy"],
                 "dl_env_pip_packages": ["einops"],
             },
@@ -98,41 +90,8 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             },
         }
     }
-    (tmp / "hosts.yml").write_text(yaml.safe_dump(inventory), encoding="utf-8")
-    (tmp / "render.yml").write_text(
-        yaml.safe_dump(
-            [
-                {
-                    "name": "Render",
-                    "hosts": "all",
-                    "gather_facts": False,
-                    "tasks": [
-                        {
-                            "name": "Render the spec",
-                            "ansible.builtin.include_role": {"name": "dl_env", "tasks_from": "render"},
-                        }
-                    ],
-                }
-            ]
-        ),
-        encoding="utf-8",
-    )
-    env = dict(
-        os.environ,
-        ANSIBLE_ROLES_PATH=str(REPO / "roles"),
-        ANSIBLE_FORCE_COLOR="0",
-        NO_COLOR="1",
-        ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
-        ANSIBLE_FORKS="8",
-    )
-    cmd = [
-        str(Path(sys.executable).parent / "ansible-playbook"),
-        "-i",
-        str(tmp / "hosts.yml"),
-        str(tmp / "render.yml"),
-    ]
-    first = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, check=False, timeout=600)
-    second = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, check=False, timeout=600)
+    first = run_role_entry(tmp, inventory, "render", ANSIBLE_FORKS="8")
+    second = run_role_entry(tmp, inventory, "render", ANSIBLE_FORKS="8")
     return {"out": out, "first": first, "second": second}
 
 
@@ -238,6 +197,6 @@ def test_rendered_spec_follows_conda_schema(rendered: dict[str, Any], host: str)
     assert isinstance(data.get("channels", []), list)
     for dep in deps(data):
         assert MATCHSPEC.match(dep), dep
-    assert any(F.spec_name(d) == "python" for d in deps(data))
+    assert any(F.package_key(d) == "python" for d in deps(data))
     if pip(data):
-        assert "pip" in {F.spec_name(d) for d in deps(data)}
+        assert "pip" in {F.package_key(d) for d in deps(data)}

@@ -279,3 +279,161 @@ def test_failure_text_quotes_pip_reason_from_text_mode() -> None:
     assert text.startswith("CondaEnvException: Pip failed")
     assert "pip: ERROR: Could not find a version that satisfies the requirement nosuch-pkg" in text
     assert "No matching distribution found for nosuch-pkg" in text
+
+
+# -- merging by the real package name (issue 12) ---------------------------------------------------
+def test_pip_merge_never_folds_urls_paths_or_files_together() -> None:
+    base = [
+        "git+https://github.com/facebookincubator/submitit",
+        "git+https://github.com/NVIDIA/dllogger.git",
+        "https://example.org/whl/a-1.0-py3-none-any.whl",
+        "https://example.org/whl/b-2.0-py3-none-any.whl",
+        "submodules/diff-gaussian-rasterization",
+        "submodules/simple-knn",
+        "./pkg",
+        "-e .",
+        "-r requirements.txt",
+        "-r requirements-dev.txt",
+        "--extra-index-url https://pypi.nvidia.com",
+    ]
+    assert F.merge_specs([base], "pip") == base
+    assert F.merge_specs([base, base], "pip") == base  # the very same line twice is one line
+
+
+def test_pip_merge_identifies_packages_by_their_real_name() -> None:
+    merged = F.merge_specs(
+        [
+            [
+                "Flask_SocketIO==5.3.0",
+                "-e git+https://github.com/openai/CLIP.git@main#egg=clip",
+                "https://example.org/whl/torch-2.1.0-cp310-cp310-linux_x86_64.whl",
+                'pywin32>=300; sys_platform == "win32"',
+                "black[jupyter]>=21.8",
+            ],
+            [
+                "flask-socketio==5.4",  # PEP 503: the same project
+                "clip @ git+https://github.com/openai/CLIP.git@v1.0",
+                "torch==2.4.0",  # the wheel URL named torch
+                "!pywin32",
+                "black==24.1",
+            ],
+        ],
+        "pip",
+    )
+    assert merged == [
+        "flask-socketio==5.4",
+        "clip @ git+https://github.com/openai/CLIP.git@v1.0",
+        "torch==2.4.0",
+        "black==24.1",
+    ]
+
+
+def test_merge_keeps_same_name_entries_of_one_layer_and_replaces_them_from_a_later_one() -> None:
+    # a file may list a package twice (a pin and a constraint): both stay unless a later layer replaces it
+    assert F.merge_specs([["numpy>=1.20", "scipy", "numpy<2"]], "conda") == [
+        "numpy>=1.20",
+        "scipy",
+        "numpy<2",
+    ]
+    assert F.merge_specs([["numpy>=1.20", "scipy", "numpy<2"], ["numpy=2.1"]], "conda") == [
+        "numpy=2.1",
+        "scipy",
+    ]
+
+
+def test_conda_merge_by_matchspec_name() -> None:
+    merged = F.merge_specs(
+        [
+            [
+                "conda-forge::pytorch=2.5.1=cuda118_h1",
+                "bioconda::hmmer==3.3.2",
+                "python 3.11.*",
+                "numpy[version='>=1.20']",
+            ],
+            ["pytorch::pytorch>=2.5", "hmmer", "python=3.12", "!numpy"],
+        ],
+        "conda",
+    )
+    assert merged == ["pytorch::pytorch>=2.5", "hmmer", "python=3.12"]
+    # conda keeps `_` and `-` apart: typing_extensions and typing-extensions are two packages
+    assert F.merge_specs([["typing_extensions"], ["typing-extensions=4.8"]], "conda") == [
+        "typing_extensions",
+        "typing-extensions=4.8",
+    ]
+
+
+def test_removal_of_an_unnamed_entry_by_its_exact_line() -> None:
+    layers = [["git+https://github.com/a/x", "git+https://github.com/a/y"], ["!git+https://github.com/a/x"]]
+    assert F.merge_specs(layers, "pip") == ["git+https://github.com/a/y"]
+
+
+def test_merge_refuses_an_unknown_kind() -> None:
+    with pytest.raises(F.SpecError, match="conda or pip"):
+        F.merge_specs([["numpy"]], "npm")
+
+
+def test_byo_extra_packages_merge_by_name_and_keep_git_urls() -> None:
+    text = (
+        "dependencies:\n  - python=3.10\n  - pip\n  - pip:\n"
+        "    - git+https://github.com/a/one.git\n    - git+https://github.com/a/two.git\n"
+        "    - torch==2.1.0+cu118\n"
+    )
+    out = F.rewrite_result(
+        text, "byo.yml", "12.4", ["python=3.11"], ["git+https://github.com/a/three.git", "torch==2.4.0"]
+    )
+    assert out["spec"]["dependencies"] == [
+        "python=3.11",
+        "pip",
+        {"pip": ["git+https://github.com/a/one.git", "git+https://github.com/a/two.git", "torch==2.4.0",
+                 "git+https://github.com/a/three.git"]},
+    ]  # fmt: skip
+    assert out["pin_changes"] == [{"name": "torch", "from": "torch==2.1.0+cu118", "to": "torch==2.1.0+cu124"}]
+
+
+# -- pin changes (the run report's `pin_changes`) --------------------------------------------------
+def test_pin_changes_list_each_change_with_from_and_to() -> None:
+    text = (FIXTURES / "pytorch-channel-cu118.yml").read_text(encoding="utf-8")
+    gpu = F.rewrite_result(text, "x", "12.9")["pin_changes"]
+    assert gpu == [{"name": "pytorch-cuda", "from": "pytorch-cuda=11.8", "to": "pytorch-cuda=12.9"}]
+    cpu = F.rewrite_result(text, "x", "")["pin_changes"]
+    assert cpu == [{"name": "pytorch-cuda", "from": "pytorch-cuda=11.8", "to": "cpuonly"}]
+    legacy = F.rewrite_result((FIXTURES / "cudatoolkit-legacy.yml").read_text(encoding="utf-8"), "x", "")
+    assert legacy["pin_changes"] == [{"name": "cudatoolkit", "from": "cudatoolkit=11.3", "to": ""}]
+
+
+def test_pin_changes_record_pip_added_for_a_pip_list() -> None:
+    out = F.rewrite_result("dependencies:\n  - python=3.10\n  - pip:\n    - einops\n", "x", "12.4")
+    assert out["pin_changes"] == [{"name": "pip", "from": "", "to": "pip"}]
+
+
+def test_an_entry_already_right_for_the_host_is_no_change() -> None:
+    out = F.rewrite_result("dependencies:\n  - cuda-version=12.4\n  - pytorch-gpu\n", "x", "12.4")
+    assert out["pin_changes"] == []
+    assert out["spec"]["dependencies"] == ["cuda-version=12.4", "pytorch-gpu"]
+
+
+def test_cpu_builds_of_non_torch_packages_are_not_touched() -> None:
+    # pyarrow's *_cpu build is no PyTorch variant: a GPU host must not get it rewritten
+    text = (
+        "dependencies:\n  - pyarrow=12.0.1=py39hca4e8af_5_cpu\n  - pytorch=2.3.1=*cpu*\n"
+        "  - jaxlib=0.4.23=cuda118*\n"
+    )
+    out = F.rewrite_result(text, "x", "12.4")
+    assert out["spec"]["dependencies"] == [
+        "pyarrow=12.0.1=py39hca4e8af_5_cpu",
+        "pytorch=2.3.1=*cuda124*",
+        "jaxlib=0.4.23=cuda124*",
+    ]
+    assert [c["name"] for c in out["pin_changes"]] == ["pytorch", "jaxlib"]
+
+
+def test_local_pip_paths_are_reported() -> None:
+    text = (
+        "dependencies:\n  - pip\n  - pip:\n    - -r requirements.txt\n    - -e .\n"
+        "    - submodules/simple-knn\n    - numpy\n"
+    )
+    assert F.rewrite_result(text, "x", "")["local_paths"] == [
+        "-r requirements.txt",
+        "-e .",
+        "submodules/simple-knn",
+    ]

@@ -2,27 +2,53 @@
 # Apache-2.0 (see the repository's license)
 """Filters of the `dl_env` role: check, rewrite, merge and digest conda environment specs.
 
-Pure Python (PyYAML only, which Ansible itself needs) so the unit tests import the functions directly.
-The `FilterModule` at the end only wraps them and turns `SpecError` into `AnsibleFilterError`.
+Pure Python (PyYAML and `packaging`, which Ansible itself needs) so the unit tests import the functions
+directly. Which package an entry names comes from the parsers in `dl_env_specs.py` beside this file
+(conda MatchSpec, pip requirement lines). The `FilterModule` at the end only wraps the functions and
+turns `SpecError` into `AnsibleFilterError`.
 
 Filters:
 - `dl_env_spec_check(text, source)`: parse an environment.yml text, return it as data, or fail with a
-  message naming `source` when it is not a conda environment spec (conda-cli-facts.md §3).
-- `dl_env_spec_rewrite(text, source, cuda_version)`: a bring-your-own environment.yml made fit for
-  this host. Everything is kept; only what pins CUDA is replaced (see `rewrite_conda_spec`).
-- `dl_env_merge_specs(layers)`: merge package lists (all, group, host): same name -> the later layer
-  wins at the earlier position; `!name` removes the package.
+  message naming `source` when it is not a conda environment spec (docs/env-specs.md).
+- `dl_env_spec_rewrite(text, source, cuda_version, conda, pip)`: a bring-your-own environment.yml made
+  fit for this host, as YAML text. Every entry is kept as written except the CUDA pins gpulab exists to
+  set (see `rewrite_conda_spec`, `rewrite_pip_line`).
+- `dl_env_spec_rewrite_result(...)`: the same as data: `{text, spec, pin_changes, local_paths}`;
+  `pin_changes` lists each entry gpulab changed as `{name, from, to}`.
+- `dl_env_merge_specs(layers, kind)`: merge package lists (all, group, host) of `kind` conda or pip:
+  same package (by its real name) -> the later layer wins at the earlier position; `!name` removes it;
+  entries whose name cannot be known are kept verbatim and never merged.
 - `dl_env_spec_digest(text)`: sha256 of the spec's data (comments and key layout do not count).
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import re
+import sys
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import yaml
+
+
+def _load_parsers() -> ModuleType:
+    """dl_env_specs.py beside this file (filter plugin directories are not packages)."""
+    name = "gpulab_dl_env_specs"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("dl_env_specs.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
+
+
+P = _load_parsers()
 
 VALID_KEYS = ("name", "prefix", "channels", "dependencies", "variables")
 
@@ -32,10 +58,11 @@ CUDA_PIN_NAMES = ("cuda-version", "pytorch-cuda", "cudatoolkit")
 CPU_SELECTOR = "cpuonly"
 # conda-forge selector metapackages: pytorch-gpu (CUDA builds) / pytorch-cpu (CPU builds).
 GPU_CPU_SELECTORS = {"pytorch-gpu": "pytorch-cpu"}
+# Packages whose builds come as `*cpu*` and `*cuda<ver>*` variants of the same version, so a CPU host
+# can be given the CPU build and a GPU host the CUDA one. Any other package keeps its `cpu` build
+# (pyarrow's `*_cpu` is no PyTorch variant) and only has the CUDA version in a CUDA build updated.
+CPU_CUDA_BUILDS = ("pytorch", "libtorch", "torchvision", "torchaudio", "pytorch-gpu", "pytorch-cpu")
 
-_SPEC_RE = re.compile(
-    r"^(?P<channel>[^\s:\[]+::)?(?P<name>[A-Za-z0-9_.\-]+)(?P<rest>.*)$",
-)
 _CUDA_IN_BUILD = re.compile(r"cuda(?P<ver>\d+(?:\.\d+)?)")
 _PIP_CUDA_INDEX = re.compile(r"(?P<base>https?://download\.pytorch\.org/whl)/(?:cu\d+|cpu)(?=/|$)")
 _PIP_CUDA_LOCAL = re.compile(r"\+(?:cu\d+|cpu)\b")
@@ -77,8 +104,11 @@ def check_spec(text: str, source: str = "<spec>") -> dict[str, Any]:
             raise SpecError(
                 f'{where}: dependency {dep!r} is not a string (quote versions like "python=3.10")'
             )
-        elif not _SPEC_RE.match(dep.strip()):
-            raise SpecError(f"{where}: dependency {dep!r} is not a package spec")
+        else:
+            try:
+                P.parse_conda(dep)
+            except P.SpecSyntaxError as exc:
+                raise SpecError(f"{where}: dependency {dep!r} is not a conda package spec: {exc}") from None
     channels = data.get("channels")
     if channels is not None and (
         not isinstance(channels, list) or not all(isinstance(c, str) for c in channels)
@@ -92,44 +122,20 @@ def check_spec(text: str, source: str = "<spec>") -> dict[str, Any]:
     return data
 
 
-def spec_name(spec: str) -> str:
-    """Package name of a conda MatchSpec or pip requirement ('' for pip option lines like `-r x`)."""
-    text = spec.strip()
-    if text.startswith("-"):
-        return ""
-    m = _SPEC_RE.match(text.lstrip("!"))
-    return m.group("name").lower().replace("_", "-") if m else text.lower()
+def package_key(entry: str, kind: str = "conda") -> str | None:
+    """The package an entry names (conda: lower-case name; pip: PEP 503 normalized), None when it
+    cannot be known (a git URL without #egg=, a local path, `-r file`, an option line)."""
+    if kind == "pip":
+        return P.parse_pip(entry).key  # type: ignore[no-any-return]
+    try:
+        return P.parse_conda(entry).key  # type: ignore[no-any-return]
+    except P.SpecSyntaxError:
+        return None
 
 
-def split_spec(spec: str) -> tuple[str, str, str, str]:
-    """'conda-forge::pytorch=2.1=*cuda118*' -> ('conda-forge::', 'pytorch', '=2.1', '*cuda118*').
-
-    Handles `name=ver=build`, `name ver build`, `name==ver`, `name>=1,<2` and `name[build=...]`
-    (the bracket part is kept in the version slot and rewritten as text).
-    """
-    text = spec.strip()
-    m = _SPEC_RE.match(text)
-    if not m:
-        raise SpecError(f"not a package spec: {spec!r}")
-    channel, name, rest = m.group("channel") or "", m.group("name"), m.group("rest")
-    version, build = rest, ""
-    stripped = rest.strip()
-    if stripped.startswith("=") and not stripped.startswith("=="):
-        parts = stripped[1:].split("=", 1)
-        version = "=" + parts[0]
-        build = parts[1] if len(parts) > 1 else ""
-    elif stripped and stripped[0] not in "=<>!~[" and " " in stripped:
-        version, build = stripped.split(None, 1)
-        version = " " + version
-    return channel, name, version, build
-
-
-def join_spec(channel: str, name: str, version: str, build: str) -> str:
-    if not build:
-        return f"{channel}{name}{version}"
-    if version.startswith(" "):
-        return f"{channel}{name}{version} {build}"
-    return f"{channel}{name}{version or '=*'}={build}"
+def change(name: str, old: str, new: str) -> dict[str, str]:
+    """One entry gpulab changed: `from` is '' when it added the entry, `to` is '' when it removed it."""
+    return {"name": name, "from": old, "to": new}
 
 
 # -- rewriting -------------------------------------------------------------------------------------
@@ -142,9 +148,13 @@ def _cuda_xy(cuda_version: str) -> str:
     return text
 
 
-def _rewrite_build(build: str, cuda: str) -> str:
-    """Make one build string ask for this host's CUDA line ('' cuda = CPU build)."""
+def _rewrite_build(build: str, cuda: str, flip: bool = True) -> str:
+    """Make one build string ask for this host's CUDA line ('' cuda = CPU build). `flip` also turns
+    CUDA builds into CPU builds and back (only for packages whose variants are named so, see
+    CPU_CUDA_BUILDS); without it only the CUDA version inside a CUDA build changes."""
     if "cuda" not in build.lower() and "cpu" not in build.lower():
+        return build
+    if not flip and ("cuda" not in build.lower() or not cuda):
         return build
     if not cuda:
         return "*cpu*" if "cuda" in build.lower() else build
@@ -163,35 +173,42 @@ def _rewrite_build(build: str, cuda: str) -> str:
 
 def rewrite_conda_spec(spec: str, cuda: str) -> list[str]:
     """One conda dependency -> the specs this host needs instead (usually one, [] to drop it).
+    An entry that pins no CUDA line comes back exactly as written.
 
-    - `cuda-version=`, `pytorch-cuda=`, `cudatoolkit=`: the version becomes the host's CUDA X.Y;
-      on a CPU host they are dropped (and `pytorch-cuda` becomes the pytorch channel's `cpuonly`).
+    - `cuda-version`, `pytorch-cuda`, `cudatoolkit` with a version: the version becomes the host's CUDA
+      X.Y; on a CPU host they are dropped (and `pytorch-cuda` becomes the pytorch channel's `cpuonly`).
     - `cpuonly` on a GPU host becomes `pytorch-cuda=X.Y` (pytorch channel style).
     - `pytorch-gpu` <-> `pytorch-cpu` (conda-forge selectors) follow the host.
     - build strings with `cuda<ver>` get the host's version; exact CUDA builds become `*cuda<ver>*`;
       on a CPU host CUDA builds become `*cpu*`, and on a GPU host `*cpu*` builds become `*cuda<ver>*`.
+    Package-file URLs (`.../linux-64/x-1-0.conda`) are never rewritten: they name one exact file.
     """
-    channel, name, version, build = split_spec(spec)
-    low = name.lower()
+    original = spec.strip()
+    ms = P.parse_conda(original)
+    low = (ms.key or "") if not ms.url else ""
+    if not low:
+        return [original]
+    channel = ms.prefix
     if low in CUDA_PIN_NAMES:
         if not cuda:
             return [f"{channel}{CPU_SELECTOR}"] if low == "pytorch-cuda" else []
-        if version.startswith(" "):
-            return [f"{channel}{name} {cuda}"]
-        return [f"{channel}{name}={cuda}"]
+        new = f"{channel}{ms.name} {cuda}" if ms.form == "space" else f"{channel}{ms.name}={cuda}"
+        return [original if P.parse_conda(new).match_version == ms.match_version else new]
     if low == CPU_SELECTOR:
-        return [f"{channel}pytorch-cuda={cuda}"] if cuda else [spec.strip()]
+        return [f"{channel}pytorch-cuda={cuda}"] if cuda else [original]
+    name = ms.name
     if low in GPU_CPU_SELECTORS and not cuda:
         name = GPU_CPU_SELECTORS[low]
     elif low in GPU_CPU_SELECTORS.values() and cuda:
         name = next(k for k, v in GPU_CPU_SELECTORS.items() if v == low)
-    if build:
-        build = _rewrite_build(build, cuda)
-    elif "[" in version and "build=" in version:
-        version = re.sub(
-            r"(build=['\"]?)([^'\"\],]+)", lambda m: m.group(1) + _rewrite_build(m.group(2), cuda), version
-        )
-    return [join_spec(channel, name, version, build)]
+    flip = low in CPU_CUDA_BUILDS
+    build = _rewrite_build(ms.build, cuda, flip) if ms.build else ""
+    brackets = tuple(
+        (k, _rewrite_build(P._unquote(v), cuda, flip) if k == "build" else v) for k, v in ms.brackets
+    )
+    if name == ms.name and build == ms.build and brackets == ms.brackets:
+        return [original]
+    return [ms.with_parts(name=name, build=build, brackets=brackets)]
 
 
 def rewrite_pip_line(line: str, cuda: str) -> str:
@@ -203,64 +220,112 @@ def rewrite_pip_line(line: str, cuda: str) -> str:
     return out
 
 
-def rewrite_spec(text: str, source: str, cuda_version: str) -> dict[str, Any]:
-    """A bring-your-own environment.yml, kept whole except what pins CUDA (see rewrite_conda_spec)."""
+def _pip_label(entry: str) -> str:
+    parsed = P.parse_pip(entry)
+    if parsed.kind == "option":
+        return str(entry.split()[0].split("=")[0])
+    return str(parsed.name or entry)
+
+
+def rewrite_spec_changes(
+    text: str, source: str, cuda_version: str
+) -> tuple[dict[str, Any], list[dict[str, str]]]:
+    """A bring-your-own environment.yml, every entry kept as written except the CUDA pins
+    (see rewrite_conda_spec); returns the data and the list of changes it made."""
     cuda = _cuda_xy(cuda_version)
     data = check_spec(text, source)
     deps: list[Any] = []
+    changes: list[dict[str, str]] = []
     seen: set[str] = set()
     for dep in data["dependencies"]:
         if isinstance(dep, dict):
-            deps.append({"pip": [rewrite_pip_line(p, cuda) for p in dep["pip"]]})
+            pip: list[str] = []
+            for line in dep["pip"]:
+                new_line = rewrite_pip_line(line, cuda)
+                if new_line != line:
+                    changes.append(change(_pip_label(line), line, new_line))
+                pip.append(new_line)
+            deps.append({"pip": pip})
             continue
-        for new in rewrite_conda_spec(dep, cuda):
-            key = spec_name(new)
-            if key in (CPU_SELECTOR, *CUDA_PIN_NAMES) and key in seen:
+        name = P.parse_conda(dep).name
+        news = rewrite_conda_spec(dep, cuda)
+        kept: list[str] = []
+        for new in news:
+            key = package_key(new) or ""
+            if new != dep.strip() and key in (CPU_SELECTOR, *CUDA_PIN_NAMES) and key in seen:
                 continue  # e.g. pytorch-cuda and cudatoolkit both present: one cpuonly is enough
             seen.add(key)
-            deps.append(new)
+            kept.append(new)
+        deps.extend(kept)
+        if kept != [dep]:
+            changes.append(change(name, dep, " ".join(kept)))
     data["dependencies"] = deps
-    return data
+    return data, changes
+
+
+def rewrite_spec(text: str, source: str, cuda_version: str) -> dict[str, Any]:
+    """A bring-your-own environment.yml made fit for this host (see rewrite_spec_changes)."""
+    return rewrite_spec_changes(text, source, cuda_version)[0]
+
+
+def local_pip_paths(data: dict[str, Any]) -> list[str]:
+    """pip entries that point at files on the host (`-r`, `-e ./pkg`, `submodules/x`, `file:`)."""
+    return [p for d in data["dependencies"] if isinstance(d, dict) for p in d["pip"] if P.parse_pip(p).local]
 
 
 # -- merging and output ----------------------------------------------------------------------------
-def merge_specs(layers: list[Any]) -> list[str]:
-    """Merge package lists in order (all, group, host). Same package name: the later spec replaces
-    the earlier one in its place. `!name` removes the package. pip option lines (`-r`, `--index-url`)
-    are kept once, in order."""
+def merge_specs(layers: list[Any], kind: str = "conda") -> list[str]:
+    """Merge package lists in order (all, group, host); `kind` is conda or pip (which parser names the
+    package). A later layer's entry replaces every earlier entry of the same package, in the place of
+    the first; entries of one layer are all kept. `!name` removes the package (`!<exact line>` removes
+    an entry whose name cannot be known). Entries whose name cannot be known (git URLs without #egg=,
+    local paths, `-r file`, option lines) are kept verbatim, once."""
+    if kind not in ("conda", "pip"):
+        raise SpecError(f"package lists are conda or pip lists, got kind {kind!r}")
     out: list[str] = []
     for layer in layers:
         if layer is None or layer == "":
             continue
         if isinstance(layer, str) or not isinstance(layer, list):
             raise SpecError(f"package lists must be lists of strings, got {layer!r}")
+        earlier = len(out)  # entries before this layer can be replaced, this layer's own cannot
         for item in layer:
             if not isinstance(item, str) or not item.strip():
                 raise SpecError(f"package list entries must be non-empty strings, got {item!r}")
             spec = item.strip()
-            if spec.startswith("-"):
+            if spec.startswith("!"):
+                target = spec[1:].strip()
+                key = package_key(target, kind)
+                hits = [
+                    i for i, old in enumerate(out) if old == target or (key and package_key(old, kind) == key)
+                ]
+                for i in reversed(hits):
+                    del out[i]
+                    earlier -= i < earlier
+                continue
+            key = package_key(spec, kind)
+            if key is None:
                 if spec not in out:
                     out.append(spec)
                 continue
-            key = spec_name(spec)
-            idx = next((i for i, old in enumerate(out) if spec_name(old) == key), None)
-            if spec.startswith("!"):
-                if idx is not None:
-                    del out[idx]
-            elif idx is None:
+            hits = [i for i in range(earlier) if package_key(out[i], kind) == key]
+            if not hits:
                 out.append(spec)
-            else:
-                out[idx] = spec
+                continue
+            out[hits[0]] = spec
+            for i in reversed(hits[1:]):
+                del out[i]
+                earlier -= 1
     return out
 
 
 def add_packages(data: dict[str, Any], conda: list[str], pip: list[str]) -> dict[str, Any]:
-    """Extra packages on top of a bring-your-own spec: same name replaces, new names are appended."""
+    """Extra packages on top of a bring-your-own spec: same package replaces, new ones are appended."""
     conda_deps = [d for d in data["dependencies"] if isinstance(d, str)]
     pip_deps = [p for d in data["dependencies"] if isinstance(d, dict) for p in d["pip"]]
-    merged_conda = merge_specs([conda_deps, conda])
-    merged_pip = merge_specs([pip_deps, pip])
-    if merged_pip and "pip" not in {spec_name(d) for d in merged_conda}:
+    merged_conda = merge_specs([conda_deps, conda], "conda")
+    merged_pip = merge_specs([pip_deps, pip], "pip")
+    if merged_pip and "pip" not in {package_key(d) for d in merged_conda}:
         merged_conda.append("pip")
     out = dict(data)
     out["dependencies"] = [*merged_conda, *([{"pip": merged_pip}] if merged_pip else [])]
@@ -272,7 +337,7 @@ def dump_spec(data: dict[str, Any]) -> str:
     order = ["name", "channels", "dependencies", "variables", "prefix"]
     ordered = {k: data[k] for k in order if k in data}
     ordered.update({k: v for k, v in data.items() if k not in ordered})
-    return yaml.safe_dump(ordered, sort_keys=False, default_flow_style=False, width=1000)
+    return str(yaml.safe_dump(ordered, sort_keys=False, default_flow_style=False, width=1000))
 
 
 def spec_digest(text: str, source: str = "<spec>") -> str:
@@ -369,11 +434,28 @@ def _wrap(func: Any) -> Any:
     return inner
 
 
+def rewrite_result(
+    text: str, source: str, cuda_version: str, conda: list[str] | None = None, pip: list[str] | None = None
+) -> dict[str, Any]:
+    """The bring-your-own path of the role as data: the rendered text, its data, the pin changes
+    (`[{name, from, to}]`) and the pip entries that must exist on the host (relative to the env file)."""
+    data, changes = rewrite_spec_changes(text, source, cuda_version)
+    spec = add_packages(data, list(conda or []), list(pip or []))
+    had_pip = any(package_key(d) == "pip" for d in data["dependencies"] if isinstance(d, str))
+    if not had_pip and "pip" in spec["dependencies"]:
+        changes.append(change("pip", "", "pip"))  # conda needs pip itself to install a pip: list
+    return {
+        "text": dump_spec(spec),
+        "spec": spec,
+        "pin_changes": changes,
+        "local_paths": local_pip_paths(spec),
+    }
+
+
 def _filter_rewrite(
     text: str, source: str, cuda_version: str, conda: list[str] | None = None, pip: list[str] | None = None
 ) -> str:
-    data = rewrite_spec(text, source, cuda_version)
-    return dump_spec(add_packages(data, list(conda or []), list(pip or [])))
+    return str(rewrite_result(text, source, cuda_version, conda, pip)["text"])
 
 
 def _filter_check(text: str, source: str = "<spec>") -> dict[str, Any]:
@@ -387,6 +469,7 @@ class FilterModule:
         return {
             "dl_env_spec_check": _wrap(_filter_check),
             "dl_env_spec_rewrite": _wrap(_filter_rewrite),
+            "dl_env_spec_rewrite_result": _wrap(rewrite_result),
             "dl_env_merge_specs": _wrap(merge_specs),
             "dl_env_spec_digest": _wrap(spec_digest),
             "dl_env_failure_text": failure_text,
