@@ -1,13 +1,17 @@
-"""The stand-in conda against the facts document (`conda-cli-facts.md` §1.7, §2, §3, §4, §5, §7).
+"""The stand-in conda against the facts documents.
 
-Each test names the section it checks. Every test gets a fresh HOME (so `~/.conda`, `~/.condarc` and the
-ToS records are its own) and runs the conda of a stand-in install made once per module into a tmp dir.
+`docs/conda-facts.md` (cited "conda-facts §N") holds the facts the roles rely on, checked against conda's
+and the ToS plugin's source; the other tests cite the team's longer research notes by the same section numbers
+("§N"). Each test names the section it checks. Every test gets a fresh HOME (so `~/.conda`, `~/.condarc`
+and the ToS records are its own) and runs the conda of a stand-in install made once per module into a tmp dir.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -75,7 +79,7 @@ def base_env(tmp_path: Path) -> dict[str, str]:
 
 def make_conda(prefix: Path, env: dict[str, str]) -> Conda:
     def conda(
-        *args: str, extra: dict[str, str] | None = None, stdin: str = ""
+        *args: str, extra: dict[str, str] | None = None, stdin: str = "", cwd: Path | None = None
     ) -> subprocess.CompletedProcess[str]:
         e = dict(env, **(extra or {}))
         return subprocess.run(
@@ -84,6 +88,7 @@ def make_conda(prefix: Path, env: dict[str, str]) -> Conda:
             text=True,
             env=e,
             input=stdin,
+            cwd=cwd,
             check=False,
             timeout=120,
         )
@@ -446,7 +451,7 @@ def test_env_remove_without_yes_on_eof(
 
 # -- §2.8 run -------------------------------------------------------------------------------------------
 def test_run(conda: Conda, tmp_path: Path) -> None:
-    """§2.8: rc passthrough (and the ERROR log line), one extra newline in capture mode (<=25.11),
+    """conda-facts §2.8: rc passthrough (and the ERROR log line), one extra newline in capture mode (<=25.11),
     stdin at EOF,
     `--no-capture-output` streams without the extra newline, a missing env -> EnvironmentLocationNotFound."""
     assert (
@@ -573,7 +578,7 @@ def test_tos_auto_accept(strict: Conda, tmp_path: Path, base_env: dict[str, str]
 def test_tos_accept_records(
     strict: Conda, tmp_path: Path, prefixes: Callable[[str, str], Path], base_env: dict[str, str]
 ) -> None:
-    """§5: `conda tos accept --override-channels --channel URL` prints
+    """conda-facts §5.3: `conda tos accept --override-channels --channel URL` prints
     `accepted Terms of Service for URL`, writes a record (default `~/.conda/tos`, `--system` under
     `<PREFIX>/conda-meta/tos`), after which the gate passes."""
     for url in ("https://repo.anaconda.com/pkgs/main", "https://repo.anaconda.com/pkgs/r"):
@@ -581,9 +586,6 @@ def test_tos_accept_records(
         assert (r.returncode, r.stdout) == (0, f"accepted Terms of Service for {url}\n")
     records = list((Path(base_env["HOME"]) / ".conda" / "tos").glob("*/*.json"))
     assert len(records) == 2
-    assert {"version", "text", "support", "base_url", "tos_accepted", "acceptance_timestamp"} <= set(
-        json.loads(records[0].read_text())
-    )
     f = spec(tmp_path, f"dependencies:\n  - python={HOST_PY}\n")
     assert strict("env", "create", "-f", f, "-n", "tosok").returncode == 0
     assert strict("env", "remove", "-n", "tosok", "--yes").returncode == 0
@@ -591,6 +593,58 @@ def test_tos_accept_records(
     assert r.stdout == "Terms of Service not found for https://conda.anaconda.org/conda-forge\n"
     strict("tos", "accept", "--system")
     assert len(list((prefixes(V2511, "miniconda") / "conda-meta" / "tos").glob("*/*.json"))) == 2
+
+
+def test_tos_record_key_name_and_content(strict: Conda, base_env: dict[str, str]) -> None:
+    """conda-facts §5.2: the record is `<root>/<sha256(location + name)>/<version.timestamp()>.json` with
+    location `repo.anaconda.com` and name `pkgs/main`, holding pydantic's compact one-line JSON."""
+    url = "https://repo.anaconda.com/pkgs/main"
+    assert strict("tos", "accept", "--override-channels", "--channel", url).returncode == 0
+    [record] = (Path(base_env["HOME"]) / ".conda" / "tos").glob("*/*.json")
+    assert record.parent.name == hashlib.sha256(b"repo.anaconda.compkgs/main").hexdigest()
+    assert re.fullmatch(r"[0-9]+\.[0-9]+\.json", record.name)
+    text = record.read_text(encoding="utf-8")
+    assert "\n" not in text and '"tos_accepted":true' in text
+    data = json.loads(text)
+    assert list(data) == ["version", "text", "support", "base_url", "tos_accepted", "acceptance_timestamp"]
+    assert data["base_url"] == url
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", data["acceptance_timestamp"])
+
+
+def test_tos_system_root_follows_conda_root(
+    strict: Conda, prefixes: Callable[[str, str], Path], tmp_path: Path
+) -> None:
+    """conda-facts §5.1: `--system` writes to `$CONDA_ROOT/conda-meta/tos`; conda sets CONDA_ROOT to its own
+    base only when it is unset, so an inherited CONDA_ROOT wins over the running install's prefix."""
+    url = "https://repo.anaconda.com/pkgs/r"
+    other = tmp_path / "other-install"
+    base_records = prefixes(V2511, "miniconda") / "conda-meta" / "tos"
+    before = sorted(base_records.glob("*/*.json"))
+    r = strict(
+        "tos", "accept", "--override-channels", "--channel", url, "--system", extra={"CONDA_ROOT": str(other)}
+    )
+    assert r.returncode == 0, r.stderr
+    assert len(list((other / "conda-meta" / "tos").glob("*/*.json"))) == 1
+    assert sorted(base_records.glob("*/*.json")) == before
+
+
+def test_pip_entries_run_in_the_spec_directory(conda: Conda, tmp_path: Path) -> None:
+    """conda-facts §2.1: `pip:` entries are lines of a requirements file run with the environment file's
+    directory as working directory: a relative wheel path is found beside the spec, whatever conda's cwd."""
+    house = wheelhouse.ensure(CACHE / "wheelhouse", pythons=(HOST_PY,), packages=("numpy", "pip"))
+    wheel = next(p for p in sorted(house.glob("numpy-*.whl")) if f"cp{HOST_PY.replace('.', '')}" in p.name)
+    project = tmp_path / "project"
+    (project / "wheels").mkdir(parents=True)
+    (project / "wheels" / wheel.name).write_bytes(wheel.read_bytes())
+    text = f"name: rel\ndependencies:\n  - python={HOST_PY}\n  - pip\n  - pip:\n    - ./wheels/{wheel.name}\n"
+    f = spec(project, text)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    r = conda("env", "create", "-f", f, cwd=elsewhere)
+    assert r.returncode == 0, r.stdout + r.stderr
+    listed = {i["name"] for i in json.loads(conda("list", "-n", "rel", "--json").stdout)}
+    assert "numpy" in listed
+    assert conda("env", "remove", "-n", "rel", "--yes").returncode == 0
 
 
 def test_miniforge_has_no_tos_gate(

@@ -179,7 +179,7 @@ def make_venv(prefix: Path) -> None:
         (prefix / "bin" / name).unlink(missing_ok=True)
 
 
-def run_pip(prefix: Path, args: list[str]) -> subprocess.CompletedProcess[str]:
+def run_pip(prefix: Path, args: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1")
     env.pop("PYTHONPATH", None)
     return subprocess.run(
@@ -187,6 +187,7 @@ def run_pip(prefix: Path, args: list[str]) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         env=env,
+        cwd=cwd,
         check=False,
     )
 
@@ -422,8 +423,10 @@ def _print_plan(ctx: Context, prefix: Path, spec_texts: list[str], recs: list[di
 
 
 def _pip_section(ctx: Context, prefix: Path, env: EnvFile, active: set[str], fault_key: str) -> list[str]:
-    """The `pip:` step (facts §2.2): a requirements file next to the env file, `pip install -U -r ...`."""
-    where = env.path.parent if os.access(env.path.parent, os.W_OK) else Path(tempfile.gettempdir())
+    """The `pip:` step (conda-facts §2.1): the entries joined by newlines into a requirements file next to the
+    env file, `pip install -U -r ... --exists-action=b` run in that directory (else in conda's own cwd)."""
+    workdir = env.path.parent if os.access(env.path.parent, os.W_OK) else None
+    where = workdir or Path(tempfile.gettempdir())
     fd, req = tempfile.mkstemp(prefix="condaenv.", suffix=".requirements.txt", dir=where, text=True)
     with os.fdopen(fd, "w") as fh:
         fh.write("\n".join(env.pip_deps) + "\n")
@@ -435,7 +438,7 @@ def _pip_section(ctx: Context, prefix: Path, env: EnvFile, active: set[str], fau
                 args, 1, "", "ERROR: (gpulab stand-in fault env-create=pip) simulated pip failure\n"
             )
         else:
-            proc = run_pip(prefix, args)
+            proc = run_pip(prefix, args, cwd=workdir)
     finally:
         os.unlink(req)
     say(ctx, f"Ran pip subprocess with arguments:\n{[str(prefix / 'bin' / 'python'), '-m', 'pip', *args]}")

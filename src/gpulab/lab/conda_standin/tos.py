@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -84,7 +85,7 @@ def is_ci() -> bool:
 
 def tos_roots(ctx: Context) -> list[Path]:
     """Lookup order, highest priority first (facts §5)."""
-    roots = [Path("/etc/conda/tos"), Path("/var/lib/conda/tos"), ctx.root_prefix / "conda-meta" / "tos"]
+    roots = [Path("/etc/conda/tos"), Path("/var/lib/conda/tos"), system_root(ctx)]
     if os.environ.get("XDG_CONFIG_HOME"):
         roots.append(Path(os.environ["XDG_CONFIG_HOME"]) / "conda" / "tos")
     roots += [home() / ".config" / "conda" / "tos", home() / ".conda" / "tos"]
@@ -95,9 +96,18 @@ def tos_roots(ctx: Context) -> list[Path]:
     return roots
 
 
+def system_root(ctx: Context) -> Path:
+    """`$CONDA_ROOT/conda-meta/tos`; conda sets CONDA_ROOT to its base only when unset (conda-facts §5.1)."""
+    return Path(os.environ.get("CONDA_ROOT", str(ctx.root_prefix))) / "conda-meta" / "tos"
+
+
 def _key(url: str) -> str:
+    """sha256(channel_location + channel_name): host[:port] + path, outer slashes off (conda-facts §5.2)."""
     parsed = urlparse(url)
-    return hashlib.sha256((parsed.netloc + parsed.path.strip("/")).encode()).hexdigest()
+    location = parsed.hostname or ""
+    if parsed.port is not None:
+        location += f":{parsed.port}"
+    return hashlib.sha256((location + parsed.path.strip("/")).encode()).hexdigest()
 
 
 def _state(ctx: Context, url: str) -> bool | None:
@@ -114,26 +124,26 @@ def _state(ctx: Context, url: str) -> bool | None:
     return None
 
 
+def _iso(timestamp: float) -> str:
+    """A UTC datetime as pydantic serialises it (`...Z`)."""
+    text = datetime.fromtimestamp(timestamp, tz=UTC).isoformat()
+    return text.replace("+00:00", "Z")
+
+
 def write_record(root: Path, url: str, accepted: bool) -> Path:
+    """`<root>/<key>/<version.timestamp()>.json`, compact JSON (`model_dump_json`, conda-facts §5.2)."""
     d = root / _key(url)
     d.mkdir(parents=True, exist_ok=True)
-    path = d / f"{TOS_VERSION}.json"
-    now = time.time()
-    path.write_text(
-        json.dumps(
-            {
-                "version": int(TOS_VERSION),
-                "text": "(stand-in: the Terms of Service text is not available offline)",
-                "support": "gpulab stand-in",
-                "base_url": url,
-                "tos_accepted": accepted,
-                "acceptance_timestamp": now,
-            },
-            indent=2,
-        )
-        + "\n",
-        encoding="utf-8",
-    )
+    path = d / f"{float(TOS_VERSION)}.json"
+    record = {
+        "version": _iso(float(TOS_VERSION)),
+        "text": "(stand-in: the Terms of Service text is not available offline)",
+        "support": "gpulab stand-in",
+        "base_url": url,
+        "tos_accepted": accepted,
+        "acceptance_timestamp": _iso(time.time()),
+    }
+    path.write_text(json.dumps(record, separators=(",", ":"), ensure_ascii=False), encoding="utf-8")
     return path
 
 
@@ -141,7 +151,7 @@ def location_root(ctx: Context, where: str | None, tos_root: str | None) -> Path
     if tos_root:
         return Path(tos_root)
     return {
-        "system": ctx.root_prefix / "conda-meta" / "tos",
+        "system": system_root(ctx),
         "site": Path("/etc/conda/tos"),
         "env": Path(os.environ.get("CONDA_PREFIX") or str(ctx.root_prefix)) / "conda-meta" / "tos",
     }.get(where or "user", home() / ".conda" / "tos")
