@@ -43,7 +43,17 @@ TOP_LEVEL_KEYS = {
     "python_executable",
     "notes",
 }
-TASK_KEYS = {"passed", "criterion", "stopped", "loss", "accuracy", "epochs", "seconds", "tensor_device"}
+TASK_KEYS = {
+    "passed",
+    "criterion",
+    "stopped",
+    "loss",
+    "accuracy",
+    "epochs",
+    "seconds",
+    "tensor_device",
+    "loss_history",
+}
 XOR_KEYS = TASK_KEYS | {"restarts", "outputs", "probe_input", "probe"}
 SPIRALS_KEYS = TASK_KEYS | {"points", "architecture", "test_accuracy"}
 

@@ -24,14 +24,16 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any, NoReturn, TextIO
+from typing import Any, NoReturn
 
 import yaml
 
 from gpulab import __version__
-from gpulab.errors import ExitCode, GpulabError, ParseError, UsageError
-from gpulab.events import RunState, apply_event, apply_stats
-from gpulab.report import build_report, load_report, progress_block, render_summary, write_report
+from gpulab.errors import MEANINGS, ExitCode, GpulabError, ParseError, UsageError
+from gpulab.events import apply_stats
+from gpulab.html_report import load_history, write_html
+from gpulab.progress import expected_tasks, make_view
+from gpulab.report import build_report, load_report, render_summary, write_report
 from gpulab.runner import (
     DEFAULT_KEEP_RUNS,
     REPORT_NAME,
@@ -49,16 +51,13 @@ from gpulab.runner import (
 PLUGIN_MODULES = ("gpulab.lab.cli",)
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
-EXIT_CODES_HELP = """exit codes (precedence: 99, 3, 2, then 1/4/5):
-  0    every host ok
-  1    the run failed without a host failure (see the ansible errors printed)
-  2    a host failed (and none was unreachable)
-  3    a host was unreachable
-  4    a playbook, inventory or -e @file does not parse
-  5    usage error: bad option or -e, missing or empty inventory, --limit matching no host
-  99   interrupted (Ctrl-C / SIGTERM); the report is still written
-  250  internal error (a bug): rerun with -v for the traceback
-docs: docs/cli.md, report schema: docs/report-schema.md"""
+EXIT_CODES_HELP = "\n".join(
+    [
+        "exit codes (precedence: 99, 3, 2, then 1/4/5):",
+        *(f"  {int(code):<4} {text}" for code, text in MEANINGS.items()),
+        "docs: docs/cli.md, report schema: docs/report-schema.md",
+    ]
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -211,6 +210,12 @@ def build_parser() -> argparse.ArgumentParser:
         "run", nargs="?", metavar="RUN", help="run ident (or unique prefix), run dir or report file"
     )
     rep.add_argument("--json", action="store_true", help="print the JSON report instead of the table")
+    rep.add_argument(
+        "--html",
+        type=Path,
+        metavar="FILE",
+        help="write one self-contained HTML page of the run to FILE (table, MLP curves, driver history)",
+    )
     rep.set_defaults(func=cmd_report)
 
     for name in PLUGIN_MODULES:
@@ -231,61 +236,6 @@ def register_plugin(module_name: str, subparsers: Any) -> bool:
         return False
     register(subparsers)
     return True
-
-
-# Live output -----------------------------------------------------------------------------------------
-
-
-class Progress:
-    """Per-host status block redrawn on a terminal; plain lines otherwise (CI logs)."""
-
-    def __init__(self, stream: TextIO, tty: bool) -> None:
-        self.stream = stream
-        self.tty = tty
-        self.state = RunState()
-        self.lock = threading.Lock()
-        self._lines: list[str] = []
-        self._drawn = 0
-        self._seen = -1
-
-    def on_event(self, event: dict[str, Any]) -> bool:
-        with self.lock:
-            try:
-                line = apply_event(self.state, event)
-            except Exception as exc:  # a surprise in one event must not stop the run
-                self.state.errors.append(f"gpulab could not read a {event.get('event')} event: {exc!r}")
-                line = None
-            if line and not self.tty:
-                self._lines.append(line)
-        return True
-
-    def flush(self) -> None:
-        with self.lock:
-            if self.tty and self.state.events == self._seen and self._drawn:
-                return  # nothing new: no redraw
-            self._seen = self.state.events
-            if self.tty:
-                block = progress_block(self.state)
-            else:
-                block, self._lines = self._lines, []
-        if self.tty:
-            out = []
-            if self._drawn:
-                out.append(f"\x1b[{self._drawn}F")
-            out += [f"\x1b[2K{line}\n" for line in block]
-            self.stream.write("".join(out))
-            self._drawn = len(block)
-        else:
-            for line in block:
-                self.stream.write(line + "\n")
-        self.stream.flush()
-
-    def note(self, text: str) -> None:
-        if self.tty and self._drawn:
-            self.stream.write("\n")
-            self._drawn = 0
-        self.stream.write(text + "\n")
-        self.stream.flush()
 
 
 # Commands --------------------------------------------------------------------------------------------
@@ -332,8 +282,7 @@ def execute(args: argparse.Namespace, playbook: str, extra: dict[str, Any] | Non
     project = project_dir()
     states = state_dir(project)
     request = _request(args, project, playbook, extra or {})
-    stream = sys.stderr
-    progress = Progress(stream, tty=stream.isatty())
+    progress = make_view(sys.stderr, bool(args.verbose), expected_tasks(states, playbook))
     run = Run(request, project, states, progress.on_event)
 
     def _stop(signum: int, frame: FrameType | None) -> None:
@@ -348,14 +297,15 @@ def execute(args: argparse.Namespace, playbook: str, extra: dict[str, Any] | Non
             f"gpulab {args.command}: {playbook} on {', '.join(str(p) for p in request.inventories)}"
             f" (run {run.ident})"
         )
+        progress.start()
         run.start()
         while not run.wait(0.2):
             progress.flush()
             if run.cancelled and not announced:
                 progress.note("interrupted: stopping ansible, writing the report…")
                 announced = True
-        progress.flush()
     finally:
+        progress.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
@@ -417,7 +367,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     run_dir = resolve_run(states, args.run)
     path = Path(args.run) if args.run and Path(args.run).is_file() else run_dir / REPORT_NAME
     report = load_report(path)
-    if args.json:
+    if args.html:
+        out = args.html.expanduser().resolve()
+        write_html(report, load_history(states), out)
+        print(f"gpulab report: wrote {out}")
+    elif args.json:
         print(json.dumps(report, indent=2))
     else:
         print(render_summary(report))

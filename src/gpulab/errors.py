@@ -21,6 +21,23 @@ class ExitCode(enum.IntEnum):
     INTERNAL_ERROR = 250  # ansible's UNKNOWN_ERROR: a bug in gpulab or ansible-runner
 
 
+# What each code means to a user: `gpulab --help` prints these, and docs/cli.md's table must say the same
+# (tests/cli/test_cli.py compares them). `gpulab lab` and `gpulab demo` exit with the same codes.
+MEANINGS: dict[ExitCode, str] = {
+    ExitCode.OK: "every host ok",
+    ExitCode.ERROR: "the run failed with no host failed or unreachable (e.g. an ansible error mid-run)",
+    ExitCode.HOST_FAILED: "at least one host failed, none unreachable",
+    ExitCode.HOST_UNREACHABLE: "at least one host unreachable (wins over 2, as in ansible-playbook)",
+    ExitCode.PARSE_ERROR: "a playbook, inventory or -e @file does not parse",
+    ExitCode.USAGE_ERROR: (
+        "usage error: bad option or -e, missing or empty inventory, --limit matching no host;"
+        " a lab that cannot start (podman missing, port taken, lab already up)"
+    ),
+    ExitCode.INTERRUPTED: "interrupted by Ctrl-C or SIGTERM (the report is written, a demo's lab taken down)",
+    ExitCode.INTERNAL_ERROR: "internal error in gpulab or ansible-runner (one line; -v for the traceback)",
+}
+
+
 class GpulabError(Exception):
     """An error shown to the user as one line, ending the command with ``code``."""
 

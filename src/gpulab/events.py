@@ -17,6 +17,10 @@ FACT_PREFIXES = ("cuda_check_", "dl_env_", "miniconda_")
 # set_stats keys (per_host: false) holding {host: {...}}; "gpulab" is the contract, "gpulab_hosts" an alias.
 STATS_KEYS = ("gpulab", "gpulab_hosts")
 
+# The phases a person follows a host through (docs/cli.md "While it runs"): the roles in site.yml's order,
+# with dl_env's MLP check ("verify | ..." tasks) as its own last phase; tasks outside a role are "setup".
+PHASES = ("setup", "cuda_check", "miniconda", "dl_env", "verify")
+
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _MAX_MESSAGE = 400
 _MAX_EARLY_LINES = 20
@@ -39,6 +43,9 @@ class HostState:
     facts: dict[str, Any] = field(default_factory=dict)
     stats_data: dict[str, Any] = field(default_factory=dict)
     done: bool = False
+    phase: str = ""
+    tasks_started: int = 0  # tasks this host began (runner_on_start), for "task i of n"
+    changed_tasks: list[str] = field(default_factory=list)  # tasks that changed something, in order
 
     @property
     def status(self) -> str:
@@ -70,6 +77,21 @@ class RunState:
 
 def _clean(text: str) -> str:
     return _ANSI.sub("", text).strip()
+
+
+# Tasks that do not start a phase of their own: the host lock taken/released around the roles, and the
+# argument-spec validation ansible runs on entering a role (the role's first real task starts its phase).
+_NO_PHASE = ("lock |", "unlock |", "validating arguments against arg spec")
+
+
+def phase_of(role: str, task: str, current: str = "") -> str:
+    """The phase (one of PHASES) a task belongs to, from its role and its ``<phase> | ...`` name prefix."""
+    name = task.lower()
+    if current and name.startswith(_NO_PHASE):
+        return current
+    if role == "dl_env" and name.startswith("verify |"):
+        return "verify"
+    return role if role in PHASES else current or "setup"
 
 
 def _shorten(text: str) -> str:
@@ -175,11 +197,14 @@ def apply_event(state: RunState, event: dict[str, Any]) -> str | None:
     res: dict[str, Any] = raw_res if isinstance(raw_res, dict) else {}
     if kind == "runner_on_start":
         host.role, host.task = role, task
+        host.tasks_started += 1
+        host.phase = phase_of(role, task, host.phase)
         return None
     if kind == "runner_on_ok":
         host.ok += 1
         if res.get("changed"):
             host.changed += 1
+            host.changed_tasks.append(label)
         host.facts.update(_published_facts(res))
         stats = res.get("ansible_stats")
         if isinstance(stats, dict):

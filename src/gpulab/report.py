@@ -94,6 +94,7 @@ def _host_record(host: HostState, finished: bool, cancelled: bool) -> dict[str, 
         "failed_task": host.failed_task if status in ("failed", "unreachable") else None,
         "message": host.message if status in ("failed", "unreachable") else None,
         "last_task": host.task or None,
+        "tasks_run": host.tasks_started,
         "gpu_present": facts.get("cuda_check_gpu_present"),
         "gpus": facts.get("cuda_check_gpus"),
         "driver_version": facts.get("cuda_check_driver_version"),
@@ -103,6 +104,9 @@ def _host_record(host: HostState, finished: bool, cancelled: bool) -> dict[str, 
         "cuda_version": facts.get("cuda_check_cuda_version"),
         "conda_version": facts.get("miniconda_installed_conda_version"),
         "env_action": extra.get("env_action", facts.get("dl_env_action")),
+        "env_digest": extra.get("spec_digest") or None,
+        "pin_changes": extra.get("pin_changes") or facts.get("dl_env_pin_changes") or [],
+        "changed_tasks": list(host.changed_tasks),
         "mlp_check": mlp,
         "facts": dict(sorted(facts.items())),
         "stats_data": dict(sorted(extra.items())),
@@ -187,7 +191,17 @@ def load_report(path: Path) -> dict[str, Any]:
 
 # Rendering ----------------------------------------------------------------------------------------
 
-COLUMNS = ("host", "status", "changed", "failed task / message", "GPUs", "driver", "CUDA", "env", "MLP check")
+REPORT_COLUMNS = (
+    "host",
+    "status",
+    "changed",
+    "failed task / message",
+    "GPUs",
+    "driver",
+    "CUDA",
+    "env",
+    "MLP check",
+)
 
 
 def _gpus(host: Mapping[str, Any]) -> str:
@@ -247,29 +261,34 @@ def _failure(host: Mapping[str, Any], width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def _env(host: Mapping[str, Any]) -> str:
+    action = str(host.get("env_action") or "-")
+    digest = host.get("env_digest")
+    return f"{action} {str(digest)[:12]}" if digest else action
+
+
+def host_cells(name: str, host: Mapping[str, Any], message_width: int = 60) -> list[str]:
+    """One host's row of the summary table (REPORT_COLUMNS), shared by the text and the HTML report."""
+    return [
+        str(name),
+        str(host.get("status", "?")),
+        str(host.get("counts", {}).get("changed", 0)),
+        _failure(host, message_width),
+        _gpus(host),
+        _driver(host),
+        _cuda(host),
+        _env(host),
+        _mlp(host),
+    ]
+
+
 def table_rows(report: Mapping[str, Any], message_width: int = 60) -> list[list[str]]:
-    rows = []
-    for name, host in report.get("hosts", {}).items():
-        counts = host.get("counts", {})
-        rows.append(
-            [
-                str(name),
-                str(host.get("status", "?")),
-                str(counts.get("changed", 0)),
-                _failure(host, message_width),
-                _gpus(host),
-                _driver(host),
-                _cuda(host),
-                str(host.get("env_action") or "-"),
-                _mlp(host),
-            ]
-        )
-    return rows
+    return [host_cells(name, host, message_width) for name, host in report.get("hosts", {}).items()]
 
 
 def render_table(report: Mapping[str, Any]) -> str:
-    rows = [list(COLUMNS), *table_rows(report)]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+    rows = [list(REPORT_COLUMNS), *table_rows(report)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(REPORT_COLUMNS))]
     lines = []
     for index, row in enumerate(rows):
         lines.append("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
@@ -294,24 +313,3 @@ def render_summary(report: Mapping[str, Any]) -> str:
         parts.append(f"ansible: {error}")
     parts.append(f"\nartifacts: {report.get('artifacts')}")
     return "\n".join(parts)
-
-
-def progress_block(state: RunState) -> list[str]:
-    """The live per-host status lines shown (and redrawn) on a terminal."""
-    if not state.hosts:
-        return [f"PLAY {state.play}" if state.play else "starting ansible…"]
-    width = max(len(name) for name in state.hosts)
-    lines = []
-    for name, host in sorted(state.hosts.items()):
-        where = f"{host.role} : {host.task}" if host.role else host.task
-        if host.unreachable:
-            where = f"UNREACHABLE {host.failed_task}"
-        elif host.failed:
-            where = f"FAILED {host.failed_task}"
-        elif host.done:
-            where = "done"
-        lines.append(
-            f"{name.ljust(width)}  ok={host.ok:<3} changed={host.changed:<3} failed={host.failed:<2}"
-            f" skipped={host.skipped:<3} {where}"
-        )
-    return lines

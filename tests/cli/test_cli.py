@@ -5,9 +5,9 @@ unreachable one (ssh to 127.0.0.1:1)."""
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -21,7 +21,7 @@ import pytest
 from gpulab import cli
 from gpulab.errors import ExitCode, ParseError, UsageError
 from gpulab.runner import IDENT_RE
-from tests.cli.helpers import PROJECT, load_events
+from tests.cli.helpers import PROJECT
 
 MIXED = PROJECT / "inventory" / "mixed.yml"
 HEALTHY = PROJECT / "inventory" / "healthy.yml"
@@ -101,25 +101,6 @@ def test_register_plugin_adds_a_subcommand(monkeypatch: pytest.MonkeyPatch) -> N
 
 def test_register_plugin_skips_a_missing_module() -> None:
     assert cli.register_plugin("gpulab_no_such_plugin", argparse.ArgumentParser().add_subparsers()) is False
-
-
-def test_progress_redraws_on_a_tty_and_prints_lines_otherwise() -> None:
-    events = load_events("mixed")
-    tty = cli.Progress(io.StringIO(), tty=True)
-    plain = cli.Progress(io.StringIO(), tty=False)
-    for progress in (tty, plain):
-        for event in events[:12]:
-            progress.on_event(event)
-        progress.flush()
-        for event in events[12:]:
-            progress.on_event(event)
-        progress.flush()
-    drawn = tty.stream.getvalue()  # type: ignore[attr-defined]
-    assert "\x1b[4F" in drawn  # cursor back over the 4-host block before the redraw
-    assert drawn.count("\x1b[2K") == 8
-    lines = plain.stream.getvalue().splitlines()  # type: ignore[attr-defined]
-    assert "PLAY Provision test hosts" in lines and "changed: [good1] Touch the marker" in lines
-    assert "\x1b" not in plain.stream.getvalue()  # type: ignore[attr-defined]
 
 
 # Real runs -------------------------------------------------------------------------------------------
@@ -283,11 +264,11 @@ def test_ctrl_c_stops_the_run_and_writes_the_report(tmp_path: Path) -> None:
     assert "interrupted" in out.splitlines()[0] and "Traceback" not in err
 
 
-def test_a_bad_event_never_stops_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
-    def explode(state: object, event: object) -> str:
-        raise KeyError("res")
+def test_docs_exit_code_table_is_the_one_in_errors() -> None:
+    """docs/cli.md's table says exactly what gpulab.errors.MEANINGS (and so `gpulab --help`) says."""
+    from gpulab.errors import MEANINGS
 
-    progress = cli.Progress(io.StringIO(), tty=False)
-    monkeypatch.setattr(cli, "apply_event", explode)
-    assert progress.on_event({"event": "runner_on_ok"}) is True
-    assert progress.state.errors == ["gpulab could not read a runner_on_ok event: KeyError('res')"]
+    text = (Path(__file__).resolve().parents[2] / "docs" / "cli.md").read_text()
+    rows = dict(re.findall(r"^\| (\d+) \| (.+) \|$", text, flags=re.MULTILINE))
+    assert rows == {str(int(code)): meaning for code, meaning in MEANINGS.items()}
+    assert all(f"  {int(code):<4} {meaning}" in cli.EXIT_CODES_HELP for code, meaning in MEANINGS.items())

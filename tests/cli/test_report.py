@@ -15,7 +15,6 @@ from gpulab.report import (
     build_report,
     exit_code,
     load_report,
-    progress_block,
     render_summary,
     render_table,
     run_status,
@@ -182,17 +181,6 @@ def test_load_report_rejects_newer_schema_and_junk(tmp_path: Path) -> None:
         load_report(junk)
     with pytest.raises(UsageError):
         load_report(tmp_path / "missing.json")
-
-
-def test_progress_block_shows_current_task_and_failures() -> None:
-    state, _ = fold("cancelled")
-    lines = progress_block(state)
-    assert len(lines) == 2 and all("Wait when asked" in line for line in lines)
-    state, _ = fold("mixed")
-    block = {line.split()[0]: line for line in progress_block(state)}
-    assert "FAILED Fail where" in block["bad"]
-    assert "UNREACHABLE Touch the marker" in block["down"]
-    assert block["good1"].endswith("done")
 
 
 def test_failure_before_the_playbook_without_an_error_line_shows_what_ansible_printed() -> None:

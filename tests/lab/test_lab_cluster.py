@@ -84,3 +84,16 @@ def test_capture_without_query_is_refused(tmp_path: Path) -> None:
     (tmp_path / "gpu01").mkdir()
     with pytest.raises(cluster.LabError, match=r"query\.txt is missing"):
         add_capture_profiles([], tmp_path)
+
+
+def test_each_lab_has_its_own_container_names(tmp_path: Path) -> None:
+    """Two labs (state dirs) on one machine never share a container name; a lab's id is stable."""
+    first, second = cluster.lab_id(tmp_path / "a"), cluster.lab_id(tmp_path / "b")
+    assert first != second and first == cluster.lab_id(tmp_path / "x" / ".." / "a")
+    node = cluster.parse_nodes("gpu=none")[0]
+    named = [cluster.Node(node.name, node.profile, node.image, lab) for lab in (first, second)]
+    assert named[0].container == f"gpulab-lab-{first}-gpu" != named[1].container
+    state = cluster.LabState(tmp_path, named[:1], "http://127.0.0.1:1", 1)
+    state.save()
+    loaded = cluster.LabState.load(tmp_path)
+    assert loaded is not None and loaded.nodes[0].container == named[0].container

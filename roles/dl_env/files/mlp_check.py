@@ -72,6 +72,9 @@ AGREEMENT_MIN_PREDICTION = 0.95
 AGREEMENT_LOSS_TOLERANCE = {"xor": 0.01, "spirals": 0.1}
 AGREEMENT_PROBE_TOLERANCE = 0.05
 
+# The JSON's loss curve (drawn by `gpulab report --html`): at most this many [epoch, loss] points.
+LOSS_CURVE_POINTS = 100
+
 # Throughput: training steps of the spirals network on one large batch.
 THROUGHPUT_BATCH = 16384
 THROUGHPUT_WARMUP_STEPS = 3
@@ -208,9 +211,19 @@ class TaskResult:
             "epochs": self.epochs,
             "seconds": round(self.seconds, 6),
             "tensor_device": self.tensor_device,
+            "loss_history": loss_curve(self.loss_history),
         }
         out.update(self.extra)
         return out
+
+
+def loss_curve(history: list[float]) -> list[list[float]]:
+    """[epoch, loss] pairs for a plot: every k-th epoch (<= LOSS_CURVE_POINTS of them) and the last one."""
+    step = max(1, -(-len(history) // LOSS_CURVE_POINTS))
+    picked = list(range(0, len(history), step))
+    if history and picked[-1] != len(history) - 1:
+        picked.append(len(history) - 1)
+    return [[index + 1, round(history[index], 6)] for index in picked]
 
 
 @dataclass
@@ -720,6 +733,7 @@ def compare_runs(primary: RunResult, reference: RunResult, reference_name: str) 
             "reference_passed": b.passed,
             "reference_loss": b.loss,
             "reference_epochs": b.epochs,
+            "reference_loss_history": loss_curve(b.loss_history),
             "compared_epochs": common,
             "loss_diff": loss_diff,
             "loss_tolerance": tolerance,

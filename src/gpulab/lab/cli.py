@@ -5,8 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
+import threading
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
+from gpulab.errors import ExitCode
 from gpulab.lab import cluster, nvidia_smi
 from gpulab.lab.podman import PodmanError
 from gpulab.runner import project_dir
@@ -71,67 +76,127 @@ def cmd_profiles(args: argparse.Namespace) -> int:
 
 
 DEMO_UPGRADE = ("gpu-l40s", "l40s-595.80")
+DEMO_STEPS = 5
 
 
-def _provision(inventory: Path, report: Path, extra: list[str]) -> int:
-    from gpulab.cli import build_parser  # the real `gpulab provision`, in-process
+class DemoStepFailed(Exception):
+    """A demo step went wrong: ``why`` says what, ``look`` where to look closer, ``code`` the exit code."""
+
+    def __init__(self, why: str, look: list[str], code: int) -> None:
+        super().__init__(why)
+        self.why, self.look, self.code = why, look, code
+
+
+def _provision(inventory: Path, report: Path, extra: list[str]) -> dict[str, Any]:
+    """The real `gpulab provision`, in-process; its JSON report, or DemoStepFailed when it did not pass."""
+    from gpulab.cli import build_parser
 
     argv = ["provision", "-i", str(inventory), "--report", str(report)]
     for item in extra:
         argv += ["-e", item]
     args = build_parser().parse_args(argv)
     rc: int = args.func(args)
-    return rc
+    data: dict[str, Any] = json.loads(report.read_text()) if report.is_file() else {}
+    if rc != ExitCode.OK:
+        bad = {n: h for n, h in data.get("hosts", {}).items() if h.get("status") != "ok"}
+        why = f"gpulab provision exited {rc} ({data.get('status', 'no report')})"
+        details = [
+            f"{n}: {h.get('failed_task') or h.get('last_task')}: {h.get('message') or ''}"
+            for n, h in bad.items()
+        ]
+        look = [f"gpulab report {data['ident']}" if data.get("ident") else "gpulab report"]
+        if data.get("artifacts"):
+            look.append(f"artifacts: {data['artifacts']} (job_events/, stdout)")
+        raise DemoStepFailed("; ".join([why, *details]), look, rc)
+    return data
+
+
+def _step(number: int, text: str) -> None:
+    print(f"\n== {number}/{DEMO_STEPS} {text}", flush=True)
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """up -> provision -> upgrade one node's driver -> provision again -> report -> down."""
+    """up -> provision -> upgrade one node's driver -> provision again -> down; stops at the first failure."""
     state_dir = lab_state_dir()
     work = state_dir.parent / "demo"
     work.mkdir(parents=True, exist_ok=True)
+    out = Path(args.report) if args.report else work / "demo.json"
     print(SIMULATED, flush=True)
     node_name, new_profile = DEMO_UPGRADE
-    print("\n== 1/5 gpulab lab up: three simulated nodes (two GPU drivers, one CPU-only)", flush=True)
-    state = cluster.up(state_dir, cluster.parse_nodes(cluster.DEFAULT_NODES), lab_cache_dir())
-    old_profile = next(n.profile for n in state.nodes if n.name == node_name)
-    reports: dict[str, object] = {}
-    codes: dict[str, int] = {}
-    try:
-        print("\n== 2/5 gpulab provision: every node from bare OS to a verified environment", flush=True)
-        codes["initial"] = _provision(state.inventory, work / "initial.json", args.extra_vars)
-        print(f"\n== 3/5 driver upgrade on {node_name}: {old_profile} -> {new_profile}", flush=True)
-        cluster.switch_driver(state_dir, node_name, new_profile)
-        print("\n== 4/5 gpulab provision again: only the upgraded node should change", flush=True)
-        codes["after_upgrade"] = _provision(state.inventory, work / "after_upgrade.json", args.extra_vars)
-        for key in codes:
-            path = work / f"{key}.json"
-            reports[key] = json.loads(path.read_text()) if path.is_file() else None
-    finally:
-        if args.keep:
-            print(f"\n== 5/5 lab kept up (--keep): inventory {state.inventory}; `gpulab lab down` removes it")
-        else:
-            print("\n== 5/5 gpulab lab down", flush=True)
-            cluster.down(state_dir)
-    demo = {
+    demo: dict[str, Any] = {
         "schema_version": 1,
         "simulated": True,
-        "upgrade": {"node": node_name, "from_profile": old_profile, "to_profile": new_profile},
-        "exit_codes": codes,
-        "runs": reports,
+        "upgrade": {"node": node_name, "from_profile": None, "to_profile": new_profile},
+        "runs": {},
+        "failed_step": None,
     }
-    out = Path(args.report) if args.report else work / "demo.json"
+    # SIGTERM like Ctrl-C: the lab still comes down (during a provision, `gpulab provision` handles both).
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if in_main else None
+    number, text, code, lab_up = 0, "", int(ExitCode.OK), False
+    try:
+        number, text = 1, "gpulab lab up: three simulated nodes (two GPU drivers, one CPU-only)"
+        _step(number, text)
+        state = cluster.up(state_dir, cluster.parse_nodes(cluster.DEFAULT_NODES), lab_cache_dir())
+        lab_up = True  # (a failed `up` removes what it started itself)
+        old_profile = next(n.profile for n in state.nodes if n.name == node_name)
+        demo["upgrade"]["from_profile"] = old_profile
+        number, text = 2, "gpulab provision: every node from bare OS to a verified environment"
+        _step(number, text)
+        demo["runs"]["initial"] = _provision(state.inventory, work / "initial.json", args.extra_vars)
+        number, text = 3, f"driver upgrade on {node_name}: {old_profile} -> {new_profile}"
+        _step(number, text)
+        cluster.switch_driver(state_dir, node_name, new_profile)
+        number, text = 4, "gpulab provision again: only the upgraded node should change"
+        _step(number, text)
+        demo["runs"]["after_upgrade"] = _provision(
+            state.inventory, work / "after_upgrade.json", args.extra_vars
+        )
+    except DemoStepFailed as exc:
+        code = exc.code
+        demo["failed_step"] = {"step": number, "name": text, "why": exc.why, "look": exc.look}
+    except (cluster.LabError, PodmanError, nvidia_smi.UnknownProfileError) as exc:
+        code = int(ExitCode.USAGE_ERROR)
+        demo["failed_step"] = {"step": number, "name": text, "why": str(exc), "look": ["gpulab lab up"]}
+    except KeyboardInterrupt:
+        code = int(ExitCode.INTERRUPTED)
+        demo["failed_step"] = {"step": number, "name": text, "why": "interrupted", "look": []}
+    finally:
+        try:
+            if lab_up and args.keep:
+                _step(
+                    5, "lab kept up (--keep): `gpulab lab inventory` finds it, `gpulab lab down` removes it"
+                )
+            elif lab_up:
+                _step(5, "gpulab lab down")
+                cluster.down(state_dir)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+    demo["exit_code"] = code
     out.write_text(json.dumps(demo, indent=2) + "\n")
+    failed = demo["failed_step"]
+    if failed:
+        print(
+            f"\ngpulab demo: FAILED at step {failed['step']}/{DEMO_STEPS} ({failed['name']}): {failed['why']}"
+        )
+        for hint in failed["look"]:
+            print(f"  look closer: {hint}")
     print(f"\ngpulab demo: report {out}")
-    return max(codes.values(), default=1)
+    return code
 
 
 def run_lab_command(func: object, args: argparse.Namespace) -> int:
-    """Turn lab/podman problems into one-line messages (exit 5: usage/config error)."""
+    """Turn lab/podman problems into one-line messages (exit 5: usage/config error, docs/cli.md)."""
     try:
         return func(args)  # type: ignore[operator, no-any-return]
     except (cluster.LabError, PodmanError, nvidia_smi.UnknownProfileError) as exc:
         print(f"gpulab lab: {exc}")
-        return 5
+        return int(ExitCode.USAGE_ERROR)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -144,7 +209,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     up.add_argument("--port", type=int, help="mirror port on 127.0.0.1 (default: a free one)")
     up.set_defaults(lab_func=cmd_up)
 
-    down = lab_sub.add_parser("down", help="remove every container and process the lab created")
+    down = lab_sub.add_parser("down", help="remove the containers and the mirror this lab created")
     down.set_defaults(lab_func=cmd_down)
 
     driver = lab_sub.add_parser("driver", help="swap a node's driver profile (rehearse an upgrade)")

@@ -7,6 +7,7 @@ for it is an ordinary Ansible inventory: the roles cannot tell a lab node from a
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import socket
@@ -23,6 +24,9 @@ from gpulab.lab.services import LabServices, checksums, start_detached_mirror, s
 
 CONTAINER_PREFIX = "gpulab-lab-"
 LAB_LABEL = "io.gpulab.lab=1"
+# Every container also carries `io.gpulab.lab.id=<lab_id(state_dir)>`, so several labs (parallel tests, two
+# checkouts) can share one machine and each `lab down` removes only its own.
+LAB_ID_LABEL = "io.gpulab.lab.id"
 DEFAULT_NODES = "gpu-l40s=l40s-550.127.05,gpu-h100=h100-590.48.01,cpu-node=none"
 # The lab provisions with Miniforge (conda-forge; no Anaconda ToS step) from the lab mirror.
 LAB_FLAVOR = "miniforge"
@@ -34,15 +38,21 @@ class LabError(RuntimeError):
     """A user-facing lab problem; the message says what is wrong and how to fix it."""
 
 
+def lab_id(state_dir: Path) -> str:
+    """A short, stable id of the lab whose state lives in `state_dir` (part of its container names)."""
+    return hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:8]
+
+
 @dataclass
 class Node:
     name: str
     profile: str
     image: str = "debian12"
+    lab: str = ""  # lab_id() of the lab it belongs to, set by `up`
 
     @property
     def container(self) -> str:
-        return CONTAINER_PREFIX + self.name
+        return f"{CONTAINER_PREFIX}{self.lab}-{self.name}" if self.lab else CONTAINER_PREFIX + self.name
 
     @property
     def group(self) -> str:
@@ -127,8 +137,10 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def running_containers() -> list[str]:
-    out = podman("ps", "-a", "--filter", f"label={LAB_LABEL}", "--format", "{{.Names}}")
+def running_containers(lab: str | None = None) -> list[str]:
+    """Names of lab containers: every lab's, or only those of the lab with id `lab`."""
+    label = f"{LAB_ID_LABEL}={lab}" if lab else LAB_LABEL
+    out = podman("ps", "-a", "--filter", f"label={label}", "--format", "{{.Names}}")
     return [line for line in out.splitlines() if line.strip()]
 
 
@@ -206,6 +218,8 @@ def up(state_dir: Path, nodes: list[Node], cache_dir: Path, port: int | None = N
     check_runtime()
     if LabState.load(state_dir) is not None:
         raise LabError(f"a lab is already up (state in {state_dir}); run `gpulab lab down` first")
+    ident = lab_id(state_dir)
+    nodes = [Node(n.name, n.profile, n.image, ident) for n in nodes]
     taken = sorted(set(running_containers()) & {n.container for n in nodes})
     if taken:
         raise LabError(f"containers {', '.join(taken)} already exist; run `gpulab lab down` first")
@@ -230,6 +244,8 @@ def up(state_dir: Path, nodes: list[Node], cache_dir: Path, port: int | None = N
                 node.container,
                 "--label",
                 LAB_LABEL,
+                "--label",
+                f"{LAB_ID_LABEL}={ident}",
                 "--network",
                 "host",
                 f"localhost/gpulab-test:{node.image}",
@@ -238,19 +254,17 @@ def up(state_dir: Path, nodes: list[Node], cache_dir: Path, port: int | None = N
             )
             set_profile(node)
         write_inventory(state, digest)
-    except (PodmanError, LabError):
+    except BaseException:  # also Ctrl-C: leave nothing behind
         down(state_dir)
         raise
     return state
 
 
 def down(state_dir: Path) -> list[str]:
-    """Remove this lab's containers (every lab-labelled one when no state is left) and stop its mirror."""
+    """Remove this lab's containers (found by its id label when no state is left) and stop its mirror."""
     removed: list[str] = []
     state = LabState.load(state_dir)
-    existing = running_containers()
-    mine = existing if state is None else [n.container for n in state.nodes if n.container in existing]
-    for name in mine:
+    for name in running_containers(lab_id(state_dir)):
         podman("rm", "-f", "-t", "0", name)
         removed.append(name)
     if state is not None:
