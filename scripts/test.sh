@@ -13,5 +13,8 @@ fi
 
 export PATH="$PWD/.venv/bin:$PATH"
 export CONTAINERS_CONF="${CONTAINERS_CONF:-$PWD/src/gpulab/lab/data/containers.conf}"
-.venv/bin/python -m gpulab.lab.images debian12 debian13
-exec .venv/bin/pytest "$@"
+# Base images, and the ones with the Miniforge stand-in pre-installed (rebuilt when the stand-in changes).
+.venv/bin/python -m gpulab.lab.images
+# Two workers: the long container tests spread over both while the unit tests fill the gaps
+# (tests/conftest.py orders and groups them). GPULAB_TEST_WORKERS=0 runs everything in one process.
+exec .venv/bin/pytest -n "${GPULAB_TEST_WORKERS:-2}" --dist loadscope "$@"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 from collections.abc import Iterator
@@ -45,6 +46,89 @@ def lab_services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
     """
     from gpulab.lab.services import LabServices
 
+    # Under pytest-xdist each worker has its own session, so its own mirror on its own free port; the
+    # download cache is shared, so workers fill it one at a time.
     root = tmp_path_factory.mktemp("lab")
-    with LabServices(root=root, cache_dir=REPO / ".cache" / "gpulab-lab") as services:
+    cache = REPO / ".cache" / "gpulab-lab"
+    cache.mkdir(parents=True, exist_ok=True)
+    services = LabServices(root=root, cache_dir=cache)
+    with (cache / ".lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            services.__enter__()
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    try:
         yield services.environ()
+    finally:
+        services.__exit__(None, None, None)
+
+
+# Expected minutes of the longest container tests on 2 busy cores (docs/testing.md has the measured
+# table), so that the two xdist workers start with the longest and finish together. Unlisted container
+# tests count half a minute, other tests nothing.
+_EXPECTED_MINUTES = {
+    "test_molecule.py::test_scenario[dl_env/default]": 5.0,
+    "test_demo.py::": 4.5,
+    "test_molecule.py::test_scenario[miniconda/upgrade]": 3.5,
+    "test_molecule.py::test_scenario[miniconda/default]": 3.0,
+    "test_molecule.py::test_scenario[cuda_check/default]": 3.0,
+    "test_molecule.py::test_scenario[miniconda/failures]": 3.0,
+    "test_molecule.py::test_scenario[cuda_check/driver_upgrade]": 2.0,
+    "test_molecule.py::test_scenario[miniconda/user_local]": 2.0,
+    "test_cli_lab.py::": 0.5,
+}
+# Modules whose tests share nothing, so each test is its own unit of work; every other module goes to
+# one worker whole (its module-scoped fixtures, e.g. test_cli_lab's lab, are set up once).
+_SPLIT_MODULES = {"tests/test_molecule.py"}
+
+
+def _scope(nodeid: str) -> str:
+    module = nodeid.split("::")[0]
+    return nodeid if module in _SPLIT_MODULES else module
+
+
+def _expected_minutes(item: pytest.Item) -> float:
+    if item.get_closest_marker("containers") is None:
+        return 0.0
+    return max((m for key, m in _EXPECTED_MINUTES.items() if key in item.nodeid), default=0.5)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """`-n 2 --dist loadscope` (scripts/test.sh) with our units of work (`_scope`), in collection order."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class UnitScheduling(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return _scope(nodeid)
+
+    config.option.loadscopereorder = False
+    return UnitScheduling(config, log)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist: units holding container tests run longest first, each followed by two units
+    of quick tests, so a worker busy with a long test holds no other long one in its queue and the quick
+    tests fill the gaps. Without xdist the order is pytest's.
+    """
+    if not hasattr(config, "workerinput"):  # xdist workers collect; plain runs keep pytest's order
+        return
+    units: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        units.setdefault(_scope(item.nodeid), []).append(item)
+
+    def weight(unit: list[pytest.Item]) -> float:
+        return sum(_expected_minutes(i) for i in unit)
+
+    long = sorted((u for u in units.values() if weight(u) > 0), key=weight, reverse=True)
+    quick = [u for u in units.values() if weight(u) == 0]
+    ordered: list[pytest.Item] = []
+    for unit in long:
+        ordered.extend(unit)
+        for filler in quick[:2]:
+            ordered.extend(filler)
+        del quick[:2]
+    for unit in quick:
+        ordered.extend(unit)
+    items[:] = ordered

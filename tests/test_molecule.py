@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+import uuid
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,10 @@ import pytest
 from tests.conftest import REPO, require_containers, tool_env
 
 LOG_DIR = REPO / ".cache" / "molecule-logs"
+BASE_CONFIG = REPO / ".config" / "molecule" / "config.yml"
+# The longest scenario (dl_env/default) takes about 5 min on 2 busy cores; a stuck one fails well before
+# CI's own limit.
+SCENARIO_TIMEOUT = float(os.environ.get("GPULAB_SCENARIO_TIMEOUT", "900"))
 
 
 def _scenarios() -> list[tuple[str, Path, str]]:
@@ -29,28 +35,53 @@ SCENARIOS = _scenarios()
 @pytest.mark.containers
 @pytest.mark.slow
 @pytest.mark.parametrize(("label", "project", "scenario"), SCENARIOS, ids=[s[0] for s in SCENARIOS])
-def test_scenario(label: str, project: Path, scenario: str, lab_services: dict[str, str]) -> None:
+def test_scenario(
+    label: str, project: Path, scenario: str, lab_services: dict[str, str], tmp_path: Path
+) -> None:
     require_containers()
-    from gpulab.lab.images import ensure_image
+    from gpulab.lab.images import CONDA_RECIPES, RECIPES, ensure_image
 
-    for image in ("debian12", "debian13"):
+    for image in [*RECIPES, *CONDA_RECIPES]:
         ensure_image(image)
+    # Containers and Molecule's state are this run's own, so scenarios, pytest workers and other
+    # sessions on the same machine can run side by side (see .config/molecule/config.yml).
+    run = f"-{os.environ.get('PYTEST_XDIST_WORKER', 'gw')}-{uuid.uuid4().hex[:6]}"
     env = tool_env() | lab_services
+    env |= {"GPULAB_MOLECULE_RUN": run, "MOLECULE_EPHEMERAL_DIRECTORY": str(tmp_path / "molecule")}
     LOG_DIR.mkdir(parents=True, exist_ok=True)
-    log = LOG_DIR / f"{label.replace('/', '__')}.log"
+    log = LOG_DIR / f"{label.replace('/', '__')}{run}.log"
     with log.open("w") as fh:
-        proc = subprocess.run(
-            ["molecule", "test", "-s", scenario],
+        proc = subprocess.Popen(
+            ["molecule", "--base-config", str(BASE_CONFIG), "test", "-s", scenario],
             cwd=project,
             env=env,
             stdout=fh,
             stderr=subprocess.STDOUT,
-            timeout=float(os.environ.get("GPULAB_SCENARIO_TIMEOUT", "1800")),
-            check=False,
+            start_new_session=True,
         )
-    if proc.returncode != 0:
+        try:
+            rc = proc.wait(timeout=SCENARIO_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            _stop(proc, run)
+            pytest.fail(
+                f"molecule scenario {label} ran past GPULAB_SCENARIO_TIMEOUT={SCENARIO_TIMEOUT:.0f} s; "
+                f"stopped it and removed its containers (*{run}); log so far: {log}"
+            )
+    if rc != 0:
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-80:])
-        pytest.fail(f"molecule scenario {label} failed (rc {proc.returncode}); full log: {log}\n{tail}")
+        pytest.fail(f"molecule scenario {label} failed (rc {rc}); full log: {log}\n{tail}")
+
+
+def _stop(proc: subprocess.Popen[bytes], run: str) -> None:
+    """Stop molecule and the ansible-playbook it started, then remove this run's containers."""
+    from gpulab.lab.podman import podman
+
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    names = podman("ps", "-a", "--filter", "label=owner=molecule", "--format", "{{.Names}}").split()
+    mine = [name for name in names if name.endswith(run)]
+    if mine:
+        podman("rm", "-f", "-t", "0", *mine, check=False)
 
 
 def test_every_role_has_a_scenario() -> None:

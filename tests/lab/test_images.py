@@ -33,15 +33,45 @@ def test_image_is_labelled_and_not_rebuilt(name: str) -> None:
     assert images.ensure_image(name) == tag
     assert podman("image", "inspect", "--format", "{{.Id}}", tag).strip() == first
     # What a fresh minimal server has, plus the first user with sudo.
-    out = podman(
-        "run",
-        "--rm",
-        "--user",
-        "admin",
+    out = _run_as_admin(
         tag,
-        "sh",
-        "-c",
         "sudo -n id -un; python3 -c 'import sys; print(sys.version_info[0])'; "
         "command -v curl || echo no-curl",
     )
-    assert out.split() == ["root", "3", "no-curl"]
+    assert out == ["root", "3", "no-curl"]
+
+
+def _run_as_admin(tag: str, script: str) -> list[str]:
+    return podman("run", "--rm", "--user", "admin", tag, "sh", "-c", script).split()
+
+
+def test_conda_image_digest_follows_the_installer_and_the_base() -> None:
+    recipe = images.CONDA_RECIPES["debian12-miniforge"]
+    assert recipe.digest("a" * 64) == recipe.digest("a" * 64)
+    # Editing the stand-in changes the installer's bytes, and so the image's recipe.
+    assert recipe.digest("b" * 64) != recipe.digest("a" * 64)
+    assert images.CONDA_RECIPES["debian13-miniforge"].digest("a" * 64) != recipe.digest("a" * 64)
+    assert dataclasses.replace(recipe, prefix="/opt/other").digest("a" * 64) != recipe.digest("a" * 64)
+
+
+def test_conda_images_install_a_release_the_lab_serves() -> None:
+    from gpulab.lab.services import STANDIN_RELEASES
+
+    for recipe in images.CONDA_RECIPES.values():
+        assert (recipe.flavor, recipe.release) in STANDIN_RELEASES, recipe
+        assert recipe.base in images.RECIPES, recipe
+
+
+@pytest.mark.containers
+def test_conda_image_has_the_stand_in_installed_and_is_not_rebuilt() -> None:
+    require_containers()
+    tag = images.ensure_image("debian13-miniforge")
+    first = podman("image", "inspect", "--format", "{{.Id}}", tag).strip()
+    assert images.ensure_image("debian13-miniforge") == tag
+    assert podman("image", "inspect", "--format", "{{.Id}}", tag).strip() == first
+    out = _run_as_admin(
+        tag,
+        "/opt/miniconda3/bin/conda --version; stat -c %U /opt/miniconda3; ls /var/tmp | grep -c Mini || true",
+    )
+    # Installed by root as the roles do, and the installer file is not left in the image.
+    assert out == ["conda", "25.11.1", "root", "0"]

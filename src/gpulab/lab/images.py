@@ -1,22 +1,30 @@
-"""Base images for test hosts and lab nodes, built locally (no registry is reachable).
+"""Images for test hosts and lab nodes, built locally (no registry is reachable), never stored in git.
 
-Each image is a Debian `debootstrap --variant=minbase` root with python3 and sudo, plus the first user
-`admin` (passwordless sudo) that a server installer leaves behind. It is imported with `podman import`
-and labelled with the hash of its recipe, so it is rebuilt only when the recipe changes.
+A base image is a Debian `debootstrap --variant=minbase` root with python3 and sudo, plus the first user
+`admin` (passwordless sudo) that a server installer leaves behind, imported with `podman import`.
+A conda image is a base image with the stand-in Miniforge already installed in /opt/miniconda3, made
+with `podman commit`, for the scenarios that need conda but are not about installing it (installing
+takes each such scenario a container start, a copy and an install per host).
+Every image is labelled with the hash of its recipe and rebuilt only when the recipe changes; a conda
+image's recipe includes the bytes of the stand-in installer, so editing the stand-in rebuilds it.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from gpulab.lab.podman import PodmanError, podman
+from gpulab.lab import installer
+from gpulab.lab.podman import PodmanError, podman, podman_env, require_podman
 
 IMAGE_REPO = "localhost/gpulab-test"
 RECIPE_LABEL = "io.gpulab.recipe"
@@ -58,6 +66,41 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
+@dataclass(frozen=True)
+class CondaRecipe:
+    """A base image with a stand-in installer run in it as an operator would: bash INSTALLER -b -p PREFIX."""
+
+    name: str
+    base: str
+    flavor: installer.Flavor
+    release: str
+    prefix: str = "/opt/miniconda3"
+
+    @property
+    def tag(self) -> str:
+        return f"{IMAGE_REPO}:{self.name}"
+
+    def install_argv(self, installer_path: str) -> list[str]:
+        return ["bash", installer_path, "-b", "-p", self.prefix]
+
+    def digest(self, installer_sha256: str) -> str:
+        text = json.dumps(
+            {
+                "base": RECIPES[self.base].digest,
+                "installer_sha256": installer_sha256,
+                "install": self.install_argv("INSTALLER"),
+            },
+            sort_keys=True,
+        )
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# The lab's Miniforge stand-in (conda 25.11.1, no Anaconda ToS) on both Debian releases.
+CONDA_RECIPES: dict[str, CondaRecipe] = {
+    f"{base}-miniforge": CondaRecipe(f"{base}-miniforge", base, "miniforge", "25.11.1-0") for base in RECIPES
+}
+
+
 class ImageBuildError(RuntimeError):
     """The image could not be built; the message says which step failed and how to fix it."""
 
@@ -73,12 +116,30 @@ def current_digest(tag: str) -> str | None:
     return str(value) if value else None
 
 
+@contextmanager
+def _build_lock(name: str) -> Iterator[None]:
+    """One build of an image at a time on this machine (parallel test workers ask for the same images)."""
+    path = Path(tempfile.gettempdir()) / f"gpulab-image-{name}.lock"
+    with path.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def ensure_image(name: str, *, force: bool = False, log: bool = True) -> str:
     """Build `localhost/gpulab-test:<name>` unless an image from the same recipe exists. Returns the tag."""
-    try:
-        recipe = RECIPES[name]
-    except KeyError as exc:
-        raise ImageBuildError(f"unknown image {name!r}; known: {', '.join(sorted(RECIPES))}") from exc
+    if name not in RECIPES and name not in CONDA_RECIPES:
+        known = ", ".join(sorted([*RECIPES, *CONDA_RECIPES]))
+        raise ImageBuildError(f"unknown image {name!r}; known: {known}")
+    with _build_lock(name):
+        if name in CONDA_RECIPES:
+            return _ensure_conda_image(CONDA_RECIPES[name], force=force, log=log)
+        return _ensure_base_image(RECIPES[name], force=force, log=log)
+
+
+def _ensure_base_image(recipe: Recipe, *, force: bool, log: bool) -> str:
     if not force and current_digest(recipe.tag) == recipe.digest:
         return recipe.tag
     for tool in ("debootstrap", "tar"):
@@ -90,7 +151,7 @@ def ensure_image(name: str, *, force: bool = False, log: bool = True) -> str:
         print(
             f"gpulab: building {recipe.tag} (debootstrap {recipe.suite}, minbase; about a minute)", flush=True
         )
-    with tempfile.TemporaryDirectory(prefix=f"gpulab-image-{name}-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"gpulab-image-{recipe.name}-") as tmp:
         root = Path(tmp) / "root"
         _run(
             [
@@ -118,8 +179,43 @@ def ensure_image(name: str, *, force: bool = False, log: bool = True) -> str:
     return recipe.tag
 
 
-def _run(argv: list[str], step: str) -> None:
-    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+def _ensure_conda_image(recipe: CondaRecipe, *, force: bool, log: bool) -> str:
+    base_tag = ensure_image(recipe.base, log=log)
+    with tempfile.TemporaryDirectory(prefix=f"gpulab-image-{recipe.name}-") as tmp:
+        # The installer is built byte-for-byte reproducibly, so its digest stands for the stand-in's sources.
+        built = installer.build_installer(Path(tmp), recipe.release, recipe.flavor)
+        digest = recipe.digest(hashlib.sha256(built.read_bytes()).hexdigest())
+        if not force and current_digest(recipe.tag) == digest:
+            return recipe.tag
+        if log:
+            print(f"gpulab: building {recipe.tag} ({built.name} installed in {base_tag})", flush=True)
+        work = f"gpulab-image-build-{recipe.name}-{os.getpid()}"
+        target = f"/var/tmp/{built.name}"
+        podman("run", "-d", "--name", work, "--network", "host", base_tag, "sleep", "infinity")
+        try:
+            podman("cp", str(built), f"{work}:{target}")
+            _run(
+                [require_podman(), "exec", work, *recipe.install_argv(target)],
+                f"install {built.name} for {recipe.tag}",
+                env=podman_env(),
+            )
+            podman("exec", work, "rm", "-f", target)
+            podman(
+                "commit",
+                "--change",
+                f"LABEL {RECIPE_LABEL}={digest}",
+                "--change",
+                'CMD ["sleep", "infinity"]',
+                work,
+                recipe.tag,
+            )
+        finally:
+            podman("rm", "-f", "-t", "0", work, check=False)
+    return recipe.tag
+
+
+def _run(argv: list[str], step: str, env: dict[str, str] | None = None) -> None:
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False, env=env)
     if proc.returncode != 0:
         tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
         raise ImageBuildError(f"image build step {step!r} failed (rc {proc.returncode}):\n{tail}")
@@ -129,13 +225,15 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m gpulab.lab.images", description=__doc__)
-    parser.add_argument("names", nargs="*", default=sorted(RECIPES), help="images to ensure")
+    parser.add_argument(
+        "names", nargs="*", default=[*sorted(RECIPES), *sorted(CONDA_RECIPES)], help="images to ensure"
+    )
     parser.add_argument("--force", action="store_true", help="rebuild even when the recipe is unchanged")
     args = parser.parse_args(argv)
     try:
         for name in args.names:
             print(ensure_image(name, force=args.force))
-    except (ImageBuildError, PodmanError) as exc:
+    except (ImageBuildError, PodmanError, installer.InstallerBuildError) as exc:
         print(f"gpulab: {exc}")
         return 1
     return 0
