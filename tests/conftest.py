@@ -38,6 +38,18 @@ def tool_env() -> dict[str, str]:
     return env
 
 
+def repo_ansible_env(**extra: str) -> dict[str, str]:
+    """Environment for ansible-playbook runs of the repo's roles from a temp dir: roles, config, no colour."""
+    return dict(
+        os.environ,
+        ANSIBLE_ROLES_PATH=str(REPO / "roles"),
+        ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
+        ANSIBLE_FORCE_COLOR="0",
+        NO_COLOR="1",
+        **extra,
+    )
+
+
 @pytest.fixture(scope="session")
 def lab_services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """Start the offline lab services once per session: mirror with stand-in installers and wheelhouse.

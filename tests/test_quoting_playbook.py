@@ -11,7 +11,6 @@ file are never templated.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -20,6 +19,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from tests.conftest import repo_ansible_env
 
 REPO = Path(__file__).resolve().parents[1]
 HOSTILE = "a: {{ b }} $(touch pwned) `id` 'q\" *x* &y !z # on\n- no\n"
@@ -130,14 +131,7 @@ def played(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         },
     ]
     (tmp / "play.yml").write_text(yaml.safe_dump(plays), encoding="utf-8")
-    env = dict(
-        os.environ,
-        ANSIBLE_ROLES_PATH=str(REPO / "roles"),
-        ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
-        ANSIBLE_FORCE_COLOR="0",
-        NO_COLOR="1",
-        ANSIBLE_FORKS="8",
-    )
+    env = repo_ansible_env(ANSIBLE_FORKS="8")
     proc = subprocess.run(
         [
             str(Path(sys.executable).parent / "ansible-playbook"),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +10,8 @@ from types import ModuleType
 from typing import Any
 
 import yaml
+
+from tests.conftest import repo_ansible_env
 
 REPO = Path(__file__).resolve().parents[2]
 ROLE = REPO / "roles" / "dl_env"
@@ -51,14 +52,7 @@ def run_role_entry(
     }
     play = [{"name": tasks_from.capitalize(), "hosts": "all", "gather_facts": False, "tasks": [task]}]
     (tmp / f"{tasks_from}.yml").write_text(yaml.safe_dump(play), encoding="utf-8")
-    run_env = dict(
-        os.environ,
-        ANSIBLE_ROLES_PATH=str(REPO / "roles"),
-        ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
-        ANSIBLE_FORCE_COLOR="0",
-        NO_COLOR="1",
-        **env,
-    )
+    run_env = repo_ansible_env(**env)
     argv = [
         str(Path(sys.executable).parent / "ansible-playbook"),
         "-i",
