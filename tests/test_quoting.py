@@ -258,25 +258,12 @@ def test_condarc_gives_back_every_value(
     extra_key: str,
     extra_value: str,
 ) -> None:
-    variables = {
-        "__miniconda_prefix": "/opt/miniconda3",
-        "__miniconda_channels": channels,
-        "__miniconda_conda_version": "25.11.1",
-        "__miniconda_auto_activate_renamed_in": "25.5.0",
-        "miniconda_channel_priority": "flexible",
-        "miniconda_channel_alias": alias,
-        "miniconda_custom_channels": custom,
-        "miniconda_default_channels": dirs,
-        "miniconda_pkgs_dirs": dirs,
-        "miniconda_envs_dirs": dirs,
-        "miniconda_proxy_servers": proxies,
-        "miniconda_ssl_verify": ssl,
-        "miniconda_auto_activate_base": False,
-        "miniconda_condarc_extra": {extra_key: extra_value},
-    }
-    text = render(MINICONDA_TEMPLATES / "condarc.j2", variables)
-    data = yaml.safe_load(text)
-    expected: dict[str, Any] = {"channels": channels, "channel_priority": "flexible"}
+    # preflight computes the managed keys and splits credentials off (miniconda_split_secrets, tested in
+    # tests/miniconda/test_secrets_filter.py); the template writes the public part over what the host has.
+    managed = yaml.safe_load((MINICONDA_TEMPLATES.parent / "vars" / "main.yml").read_text())[
+        "__miniconda_condarc_managed_keys"
+    ]
+    public: dict[str, Any] = {"channels": channels, "channel_priority": "flexible", "ssl_verify": ssl}
     for key, value in (
         ("channel_alias", alias),
         ("custom_channels", custom),
@@ -286,15 +273,18 @@ def test_condarc_gives_back_every_value(
         ("proxy_servers", proxies),
     ):
         if value:
-            expected[key] = value
-    expected |= {
-        "ssl_verify": ssl,
-        "auto_activate": False,
-        "report_errors": False,
-        "notify_outdated_conda": False,
-        "number_channel_notices": 0,
+            public[key] = value
+    existing = {"channels": ["replaced"], extra_key: extra_value}
+    variables = {
+        "__miniconda_prefix": "/opt/miniconda3",
+        "__miniconda_condarc_managed_keys": managed,
+        "__miniconda_condarc_existing": existing,
+        "__miniconda_condarc_split": {"public": public, "secret": {}},
+        "miniconda_condarc_extra": {},
     }
-    expected[extra_key] = extra_value
+    text = render(MINICONDA_TEMPLATES / "condarc.j2", variables)
+    data = yaml.safe_load(text)
+    expected = {k: v for k, v in existing.items() if k not in managed} | public
     assert data == expected, text
 
 

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 ROLE = Path(__file__).resolve().parents[2] / "roles" / "miniconda"
-PHASES = ("preflight", "lock", "install", "configure", "shell", "verify", "unlock")
+PHASES = ("preflight", "install", "configure", "shell", "verify", "cleanup")
 
 
 def _yaml(rel: str) -> Any:
@@ -58,12 +58,16 @@ def test_every_default_is_in_the_main_spec_with_the_same_default(
         assert name.startswith("miniconda_"), name
 
 
-def test_lock_entry_points_share_the_lock_options(defaults: dict[str, Any], specs: dict[str, Any]) -> None:
-    for entry in ("lock", "unlock"):
-        options = specs[entry]["options"]
-        assert set(options) == {"miniconda_lock_path", "miniconda_lock_wait", "miniconda_lock_stale_after"}
-        for name, spec in options.items():
-            assert spec == specs["main"]["options"][name]
+def test_the_role_holds_no_lock_of_its_own(defaults: dict[str, Any], specs: dict[str, Any]) -> None:
+    # The host lock is the host_lock role's, held by the playbooks around every role.
+    assert not [name for name in defaults if "lock" in name]
+    assert set(specs) == {"main", "cleanup"}
+    assert not (ROLE / "tasks" / "lock.yml").exists() and not (ROLE / "tasks" / "unlock.yml").exists()
+
+
+def test_cleanup_entry_point_resolves_the_same_inputs(specs: dict[str, Any]) -> None:
+    # It runs the preflight, so dl_env's cleanup finds the resolved prefix (also in user mode).
+    assert specs["cleanup"]["options"] == specs["main"]["options"]
 
 
 def test_spec_types_and_choices_are_complete(specs: dict[str, Any]) -> None:
@@ -135,20 +139,17 @@ def test_main_outline_tags_every_phase() -> None:
     imports = [t for t in main if "ansible.builtin.import_tasks" in t]
     assert [t["ansible.builtin.import_tasks"] for t in imports] == [
         "preflight.yml",
-        "lock.yml",
         "install.yml",
         "configure.yml",
         "shell.yml",
         "verify.yml",
-        "unlock.yml",
     ]
     block = next(t for t in main if "block" in t)
     assert "miniconda" in block["tags"]
     assert "miniconda" in imports[0]["tags"]
     for task in imports:
         phase = task["ansible.builtin.import_tasks"].removesuffix(".yml")
-        tag = "miniconda_lock" if phase == "unlock" else f"miniconda_{phase}"
-        assert tag in task["tags"], task
+        assert f"miniconda_{phase}" in task["tags"], task
 
 
 def test_commands_use_argv_and_declare_change() -> None:

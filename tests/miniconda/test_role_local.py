@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +21,43 @@ SECRET = "pr0xy-s3cret-Pw"
 MINICONDA_SHA = "e0b10e050e8928e2eb9aad2c522ee3b5d31d30048b8a9997663a8a460d538cef"
 MINIFORGE_SHA = "be1bad9d4e67a8753eb76fb4940e9a08036786675c7adf060627e55791bf110d"
 OTHER_SHA = "ab" * 32
+NOBODY = 65534
+# A .condarc as `conda config --system` and an older gpulab left it: managed keys (replaced), the pre-25.5
+# auto-activation alias (replaced by the name this conda owns) and keys gpulab does not manage (kept).
+MERGE_BEFORE = """channels: [old-channel]
+auto_activate_base: true
+always_yes: true
+pip_interop_enabled: true
+custom_multichannels: {internal: [https://conda.example.org/a]}
+"""
+
+
+def _shared_prefix(prefix: Path) -> None:
+    """envs/ and pkgs/ as an older gpulab left them (2775), with what a conda-group user made inside."""
+    for name in ("envs", "pkgs"):
+        (prefix / name).mkdir()
+        (prefix / name).chmod(0o2775)
+    bob = prefix / "envs" / "bob-env"
+    (bob / "bin").mkdir(parents=True)
+    (bob / "bin" / "python").write_text("#!/bin/sh\necho planted\n")
+    for path in (bob, bob / "bin", bob / "bin" / "python"):
+        os.chown(path, NOBODY, NOBODY)
+        path.chmod(0o777)
+    (prefix / "envs" / "root-env").mkdir()
+    (prefix / "pkgs" / "planted-1.0-0").mkdir()
+    os.chown(prefix / "pkgs" / "planted-1.0-0", NOBODY, NOBODY)
 
 
 def _cases(tmp: Path) -> dict[str, dict[str, Any]]:
     def render(name: str, **extra: Any) -> dict[str, Any]:
         prefix = tmp / name
         prefix.mkdir()
-        return {"miniconda_test_render": True, "miniconda_prefix": str(prefix), **extra}
+        return {
+            "miniconda_test_render": True,
+            "miniconda_prefix": str(prefix),
+            "miniconda_credentials_file": str(tmp / f"{name}-credentials" / "conda-credentials.yml"),
+            **extra,
+        }
 
     return {
         "tos_not_accepted": {},
@@ -66,15 +95,12 @@ def _cases(tmp: Path) -> dict[str, dict[str, Any]]:
             "miniconda_user": "nobody",
         },
         "bad_choice": {"miniconda_flavor": "anaconda"},
-        "bad_type": {"miniconda_accept_tos": True, "miniconda_lock_wait": "soon"},
+        "bad_type": {"miniconda_accept_tos": True, "miniconda_download_timeout": "soon"},
         "check_mode_fresh": {
             "miniconda_accept_tos": True,
             "miniconda_prefix": str(tmp / "check_mode_fresh" / "miniconda3"),
             "miniconda_profile_script": str(tmp / "check_mode_fresh" / "gpulab-conda.sh"),
-            "miniconda_lock_path": str(tmp / "check_mode_fresh" / "gpulab.lock"),
         },
-        "lock_busy": {"miniconda_lock_path": str(tmp / "busy.lock"), "miniconda_lock_wait": 1},
-        "lock_stale": {"miniconda_lock_path": str(tmp / "stale.lock"), "miniconda_lock_stale_after": 60},
         "render_defaults": render("render_defaults", miniconda_accept_tos=True),
         "render_old_conda": render(
             "render_old_conda",
@@ -96,6 +122,13 @@ def _cases(tmp: Path) -> dict[str, dict[str, Any]]:
             miniconda_proxy_servers={"https": f"http://user:{SECRET}@proxy.example.org:3128"},
             miniconda_condarc_extra={"always_yes": False},
         ),
+        "render_merge": render("render_merge", miniconda_flavor="miniforge", miniconda_version="25.11.0-1"),
+        "render_shared": render(
+            "render_shared",
+            miniconda_flavor="miniforge",
+            miniconda_version="25.11.0-1",
+            miniconda_group="root",
+        ),
     }
 
 
@@ -116,13 +149,9 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     children = {
         "validate": {"hosts": {name: None for name in ("bad_choice", "bad_type")}},
         "checkmode": {"hosts": {"check_mode_fresh": None}},
-        "lockcases": {"hosts": {"lock_busy": None, "lock_stale": None}},
     }
-    for name, age in (("busy.lock", 0), ("stale.lock", 3600)):
-        (tmp / name).mkdir()
-        (tmp / name / "owner.json").write_text('{"host": "other-admin-run"}')
-        when = time.time() - age
-        os.utime(tmp / name, (when, when))
+    (tmp / "render_merge" / ".condarc").write_text(MERGE_BEFORE)
+    _shared_prefix(tmp / "render_shared")
     inventory.write_text(yaml.safe_dump({"all": {"hosts": hosts, "children": children}}))
     env = dict(os.environ)
     env.update(
@@ -162,8 +191,10 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
                     results.setdefault("changed", {}).setdefault(host, []).append(name)
                 if res.get("failed"):
                     results[host] = {"failed": str(res.get("msg", res))}
-                elif task["task"]["name"] in ("Show the resolved values", "Show that the lock is held"):
+                elif task["task"]["name"] == "Show the resolved values":
                     results[host] = {"resolved": res["msg"]}
+                elif task["task"]["name"] == "Show what configure published (redacted)" and "msg" in res:
+                    results.setdefault("configured", {})[host] = res["msg"]
     return {"results": results, "stdout": output, "tmp": tmp}
 
 
@@ -258,7 +289,7 @@ def test_user_mode_inputs(run: dict[str, Any]) -> None:
 
 def test_argument_specs_reject_bad_values_before_any_change(run: dict[str, Any]) -> None:
     assert "miniconda_flavor" in _failure(run, "bad_choice")
-    assert "miniconda_lock_wait" in _failure(run, "bad_type")
+    assert "miniconda_download_timeout" in _failure(run, "bad_type")
 
 
 def _condarc(run: dict[str, Any], case: str) -> tuple[str, dict[str, Any]]:
@@ -271,9 +302,13 @@ def _condarc(run: dict[str, Any], case: str) -> tuple[str, dict[str, Any]]:
 def test_condarc_defaults(run: dict[str, Any]) -> None:
     text, data = _condarc(run, "render_defaults")
     assert text.splitlines()[:2] == ["#", "# Ansible managed"]
+    prefix = str(run["tmp"] / "render_defaults")
     assert data == {
         "channels": ["defaults"],
         "channel_priority": "flexible",
+        # System mode: users' own envs and caches first, the root-owned prefix's after them.
+        "pkgs_dirs": ["~/.conda/pkgs", f"{prefix}/pkgs"],
+        "envs_dirs": ["~/.conda/envs", f"{prefix}/envs"],
         "ssl_verify": True,
         "auto_activate": False,
         "report_errors": False,
@@ -297,8 +332,52 @@ def test_condarc_mirror_settings(run: dict[str, Any]) -> None:
     assert data["envs_dirs"] == ["/shared/envs"]
     assert data["pkgs_dirs"] == ["/shared/pkgs"]
     assert data["ssl_verify"] == "/etc/ssl/certs/ca-certificates.crt"
-    assert data["proxy_servers"]["https"].endswith(f"{SECRET}@proxy.example.org:3128")
     assert data["always_yes"] is False
+
+
+def test_proxy_credentials_go_to_a_root_only_file_outside_the_public_condarc(run: dict[str, Any]) -> None:
+    text, data = _condarc(run, "render_mirror")
+    assert "proxy_servers" not in data and SECRET not in text
+    assert oct((run["tmp"] / "render_mirror" / ".condarc").stat().st_mode & 0o777) == "0o644"
+    creds = run["tmp"] / "render_mirror-credentials" / "conda-credentials.yml"
+    assert oct(creds.stat().st_mode & 0o777) == "0o600" and creds.stat().st_uid == 0
+    assert yaml.safe_load(creds.read_text()) == {
+        "proxy_servers": {"https": f"http://user:{SECRET}@proxy.example.org:3128"}
+    }
+    # gpulab's own conda and pip calls get the file through CONDARC and the proxy through https_proxy.
+    env = run["results"]["configured"]["render_mirror"]["conda_env"]
+    assert env == {"https_proxy": "http://***@proxy.example.org:3128", "CONDARC": str(creds)}
+    assert not (run["tmp"] / "render_defaults-credentials").exists()
+    assert run["results"]["configured"]["render_defaults"]["conda_env"] == {}
+
+
+def test_condarc_keeps_keys_gpulab_does_not_manage_and_backs_up_the_old_file(run: dict[str, Any]) -> None:
+    _, data = _condarc(run, "render_merge")
+    assert data["channels"] == ["conda-forge"]
+    assert data["auto_activate"] is False and "auto_activate_base" not in data
+    assert data["always_yes"] is True
+    assert data["pip_interop_enabled"] is True
+    assert data["custom_multichannels"] == {"internal": ["https://conda.example.org/a"]}
+    backups = [p for p in (run["tmp"] / "render_merge").iterdir() if p.name.startswith(".condarc.")]
+    assert [b.read_text() for b in backups] == [MERGE_BEFORE]
+    # The second configure run in the same playbook changed nothing.
+    changed = run["results"]["changed"]["render_merge"]
+    assert changed.count("configure | Write the .condarc, keeping keys gpulab does not manage") == 1, changed
+
+
+def test_shared_envs_and_pkgs_are_tightened_and_users_entries_left_alone(run: dict[str, Any]) -> None:
+    prefix = run["tmp"] / "render_shared"
+    for name in ("envs", "pkgs"):
+        info = (prefix / name).stat()
+        assert (oct(info.st_mode & 0o7777), info.st_uid) == ("0o755", 0), name
+    bob = prefix / "envs" / "bob-env"
+    for path in (bob, bob / "bin", bob / "bin" / "python"):
+        assert (oct(path.stat().st_mode & 0o777), path.stat().st_uid) == ("0o777", NOBODY), path
+    found = run["results"]["configured"]["render_shared"]
+    assert found["foreign_envs"] == [str(bob)]
+    assert found["foreign_pkgs"] == [str(prefix / "pkgs" / "planted-1.0-0")]
+    changed = run["results"]["changed"]["render_shared"]
+    assert changed.count("configure | Make envs and pkgs root-owned and writable by root only") == 1, changed
 
 
 def test_proxy_secret_never_reaches_the_log(run: dict[str, Any]) -> None:
@@ -314,15 +393,3 @@ def test_check_mode_reports_the_install_and_changes_nothing(run: dict[str, Any])
     assert "install | Report that check mode would run the installer" in changed, run["results"]
     assert "shell | Install the profile script for all users" in changed
     assert list((run["tmp"] / "check_mode_fresh").iterdir()) == []
-
-
-def test_lock_waits_then_names_the_holder(run: dict[str, Any]) -> None:
-    msg = _failure(run, "lock_busy")
-    assert "other-admin-run" in msg and "miniconda_lock_stale_after" in msg
-    assert (run["tmp"] / "busy.lock").is_dir()
-
-
-def test_stale_lock_is_replaced(run: dict[str, Any]) -> None:
-    assert _resolved(run, "lock_stale") == {"held": True}
-    owner = json.loads((run["tmp"] / "stale.lock" / "owner.json").read_text())
-    assert owner["host"] == "lock_stale"
