@@ -12,27 +12,29 @@ Other modules add subcommands with ``register(subparsers)``: :func:`build_parser
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import importlib
 import json
 import os
-import re
 import signal
 import sys
 import threading
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
 
-import yaml
-
-from gpulab import __version__
-from gpulab.errors import MEANINGS, ExitCode, GpulabError, ParseError, UsageError
-from gpulab.events import apply_stats
+from gpulab import __version__, connection
+from gpulab import extravars as xvars
+from gpulab import stop as graceful
+from gpulab.errors import MEANINGS, ExitCode, GpulabError, UsageError
+from gpulab.events import RunState, apply_event, apply_stats
 from gpulab.html_report import load_history, write_html
-from gpulab.progress import expected_tasks, make_view
+from gpulab.progress import View, expected_tasks, make_view
+from gpulab.redact import Redactor, inventory_secret_values, secret_values
 from gpulab.report import build_report, load_report, render_summary, write_report
 from gpulab.runner import (
     DEFAULT_KEEP_RUNS,
@@ -41,6 +43,7 @@ from gpulab.runner import (
     RunRequest,
     check_inventories,
     inventory_hosts,
+    new_ident,
     point_last,
     project_dir,
     prune_runs,
@@ -48,8 +51,7 @@ from gpulab.runner import (
     state_dir,
 )
 
-PLUGIN_MODULES = ("gpulab.lab.cli",)
-_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+PLUGIN_MODULES = ("gpulab.envs_cmd", "gpulab.lab.cli")
 
 EXIT_CODES_HELP = "\n".join(
     [
@@ -69,50 +71,9 @@ class _Parser(argparse.ArgumentParser):
 # -e handling ----------------------------------------------------------------------------------------
 
 
-def _load_vars_file(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise UsageError(f"-e @{path}: no such file")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ParseError(f"-e @{path}: not valid YAML/JSON: {first}") from exc
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ParseError(f"-e @{path}: must hold a mapping of variables, not {type(data).__name__}")
-    return data
-
-
 def parse_extravars(values: Sequence[str], cwd: Path | None = None) -> dict[str, Any]:
-    """Merge ``-e`` values in order (later wins): ``KEY=VALUE`` (a string), ``@file`` or inline YAML/JSON."""
-    merged: dict[str, Any] = {}
-    for raw in values:
-        value = raw.strip()
-        if value.startswith("@"):
-            path = Path(value[1:]).expanduser()
-            if cwd is not None and not path.is_absolute():
-                path = cwd / path
-            merged.update(_load_vars_file(path))
-        elif value.startswith("{"):
-            try:
-                data = yaml.safe_load(value)
-            except yaml.YAMLError as exc:
-                raise ParseError(f"-e {raw!r}: not valid YAML/JSON") from exc
-            if not isinstance(data, dict):
-                raise UsageError(f"-e {raw!r}: expected a mapping")
-            merged.update(data)
-        elif "=" in value:
-            key, _, val = value.partition("=")
-            if not _KEY.match(key):
-                raise UsageError(f"-e {raw!r}: {key!r} is not a valid variable name")
-            merged[key] = val
-        else:
-            raise UsageError(f"-e {raw!r}: expected KEY=VALUE, @FILE or a YAML/JSON mapping")
-    for key in merged:
-        if not isinstance(key, str) or not _KEY.match(key):
-            raise UsageError(f"-e: {key!r} is not a valid variable name")
-    return merged
+    """The ``-e`` values gpulab can read, merged in order (later wins); see :mod:`gpulab.extravars`."""
+    return xvars.plan(values, cwd).known()
 
 
 # Parser ---------------------------------------------------------------------------------------------
@@ -156,8 +117,18 @@ def _run_options(parser: argparse.ArgumentParser, *, with_check: bool = True) ->
         help=f"keep the artifacts of the newest N runs (default {DEFAULT_KEEP_RUNS}; 0 keeps all)",
     )
     parser.add_argument(
+        "--stop-timeout",
+        type=float,
+        metavar="SECONDS",
+        help=(
+            "after Ctrl-C/SIGTERM/SIGHUP, seconds to wait for the playbook to stop between steps before"
+            f" killing it (default {graceful.GRACE_ENV} or {graceful.DEFAULT_GRACE:g})"
+        ),
+    )
+    parser.add_argument(
         "-v", "--verbose", action="count", default=0, help="more output (repeat for ansible -vvv)"
     )
+    connection.add_options(parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -248,13 +219,15 @@ def _inventories(args: argparse.Namespace, project: Path) -> tuple[Path, ...]:
     return tuple(paths)
 
 
-def _request(args: argparse.Namespace, project: Path, playbook: str, extra: dict[str, Any]) -> RunRequest:
+def _request(
+    args: argparse.Namespace, project: Path, playbook: str, internal: Mapping[str, Any]
+) -> RunRequest:
     book = project / "playbooks" / playbook
     if not book.is_file():
         raise UsageError(f"playbook {book} does not exist (GPULAB_PROJECT_DIR={project})")
     inventories = _inventories(args, project)
-    extravars = parse_extravars(args.extra_vars, Path.cwd())
-    extravars.update(extra)
+    extravars = xvars.plan(args.extra_vars, Path.cwd())
+    options = connection.from_args(args)
     if args.forks is not None and args.forks < 1:
         raise UsageError("--forks must be at least 1")
     if args.keep_runs < 0:
@@ -267,6 +240,8 @@ def _request(args: argparse.Namespace, project: Path, playbook: str, extra: dict
         tags=tuple(args.tags),
         skip_tags=tuple(args.skip_tags),
         extravars=extravars,
+        internal_vars=dict(internal),
+        connection=options,
         check=bool(getattr(args, "check", False)),
         diff=bool(args.diff),
         forks=args.forks,
@@ -278,20 +253,128 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+def _redactor(request: RunRequest) -> Redactor:
+    """Masks the secrets of this run's inputs: -e values, inventory and group/host vars (gpulab.redact)."""
+    values = secret_values(request.extravars.known())
+    values |= inventory_secret_values(request.inventories, request.limit)
+    return Redactor(values)
+
+
+def _mid_change(state: RunState) -> list[str]:
+    """Hosts with a task running, or with something changed, at the moment of the stop request."""
+    return sorted(name for name, host in state.hosts.items() if host.in_task or host.changed_tasks)
+
+
+def _drive(run: Run, progress: View, stop: graceful.StopRequest, on_stop: Callable[[], None]) -> None:
+    """Wait for the run, updating the view; escalate a pending stop to a kill after its grace period."""
+    announced = False
+    while not run.wait(0.2):
+        progress.flush()
+        if stop.requested and not announced:
+            announced = True
+            on_stop()
+        if stop.overdue():
+            progress.note(f"gpulab: the run did not stop within {stop.grace:g} s: {graceful.KILLING}")
+        if stop.escalated and not run.cancelled:
+            run.cancel()
+
+
+def _cleanup(
+    request: RunRequest,
+    project: Path,
+    run: Run,
+    passwords: Mapping[str, str],
+    progress: View,
+) -> dict[str, Any]:
+    """Run playbooks/cleanup.yml after a killed run: releases this run's locks, removes temporary files."""
+    book = project / "playbooks" / graceful.CLEANUP_PLAYBOOK
+    if not book.is_file():
+        return {"status": "missing", "playbook": str(book), "hosts": {}}
+    internal = {k: v for k, v in request.internal_vars.items() if k.startswith("gpulab_")}
+    internal.pop("gpulab_stop_file", None)  # the cleanup itself must not stop at a checkpoint
+    # same hosts, connection and -e; check mode stays check mode (a checked run took no lock)
+    cleanup_request = dataclasses.replace(
+        request, playbook=book, internal_vars=internal, tags=(), skip_tags=(), diff=False
+    )
+    state = RunState()
+
+    def on_event(event: dict[str, Any]) -> bool:
+        line = apply_event(state, event)
+        if line and request.verbosity:
+            progress.note(line)
+        return True
+
+    cleanup = Run(
+        cleanup_request,
+        project,
+        run.run_dir,
+        on_event,
+        ident="cleanup",
+        passwords=passwords,
+        redactor=run.redactor,
+    )
+    progress.note(f"gpulab: running {book.name} (locks of run {run.ident}, temporary files)…")
+    stopper = _install_signals(lambda signum: cleanup.cancel())
+    try:
+        cleanup.start()
+        while not cleanup.wait(0.2):
+            pass
+    finally:
+        _restore_signals(stopper)
+        cleanup.finish()
+    outcome = cleanup.outcome()
+    if outcome.stats:
+        apply_stats(state, outcome.stats)
+    hosts = {name: host.status for name, host in sorted(state.hosts.items())}
+    ok = outcome.status == "successful" and all(v == "ok" for v in hosts.values())
+    return {"status": "ok" if ok else "failed", "artifacts": str(outcome.run_dir), "hosts": hosts}
+
+
+def _install_signals(handler: Callable[[int], None]) -> dict[int, Any]:
+    """Route SIGINT/SIGTERM/SIGHUP to ``handler``; {} off the main thread (signals need it)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def _on_signal(signum: int, frame: FrameType | None) -> None:
+        handler(signum)
+
+    return {sig: signal.signal(sig, _on_signal) for sig in graceful.SIGNALS}
+
+
+def _restore_signals(previous: Mapping[int, Any]) -> None:
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
+
+
 def execute(args: argparse.Namespace, playbook: str, extra: dict[str, Any] | None = None) -> int:
     project = project_dir()
     states = state_dir(project)
-    request = _request(args, project, playbook, extra or {})
+    ident = new_ident()
+    stop = graceful.StopRequest(
+        states / ident / graceful.STOP_FILE, grace=graceful.grace_seconds(args.stop_timeout)
+    )
+    internal = {**graceful.run_vars(ident, stop.path), **(extra or {})}
+    request = _request(args, project, playbook, internal)
+    redactor = _redactor(request)
+    passwords = request.connection.ask_passwords()
     progress = make_view(sys.stderr, bool(args.verbose), expected_tasks(states, playbook))
-    run = Run(request, project, states, progress.on_event)
+    run = Run(
+        request, project, states, progress.on_event, ident=ident, passwords=passwords, redactor=redactor
+    )
+    mid_change: list[str] = []
 
-    def _stop(signum: int, frame: FrameType | None) -> None:
-        run.cancel()
+    def on_signal(signum: int) -> None:
+        line = stop.on_signal(signum)
+        if stop.escalated:
+            run.cancel()
+        with contextlib.suppress(OSError):  # SIGHUP: the terminal may be gone; the stop goes on
+            progress.note(f"gpulab: {signal.Signals(signum).name}: {line}")
 
-    in_main = threading.current_thread() is threading.main_thread()  # signal handlers need the main thread
-    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)} if in_main else {}
+    def on_stop() -> None:
+        mid_change.extend(_mid_change(progress.state))
+
+    previous = _install_signals(on_signal)
     started_at = _now()
-    announced = False
     try:
         progress.note(
             f"gpulab {args.command}: {playbook} on {', '.join(str(p) for p in request.inventories)}"
@@ -299,28 +382,38 @@ def execute(args: argparse.Namespace, playbook: str, extra: dict[str, Any] | Non
         )
         progress.start()
         run.start()
-        while not run.wait(0.2):
-            progress.flush()
-            if run.cancelled and not announced:
-                progress.note("interrupted: stopping ansible, writing the report…")
-                announced = True
+        _drive(run, progress, stop, on_stop)
     finally:
         progress.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        _restore_signals(previous)
+        stop.clear()
+        run.finish()
 
     outcome = run.outcome()
     state = progress.state
     if outcome.stats:  # Runner.stats: ansible's final counters
         apply_stats(state, outcome.stats)
+    interruption: dict[str, Any] | None = None
+    if stop.requested:
+        if not mid_change:
+            mid_change = _mid_change(state)
+        interruption = {
+            "signal": stop.signal_name,
+            "escalated_by": stop.escalated_by,
+            "grace_seconds": stop.grace,
+            "mid_change_hosts": sorted(set(mid_change)),
+            "cleanup": _cleanup(request, project, run, passwords, progress) if run.cancelled else None,
+        }
     options = {
         "limit": request.limit,
         "tags": list(request.tags),
         "skip_tags": list(request.skip_tags),
-        "extravars_keys": sorted(request.extravars),  # values may be secrets
+        "extravars_keys": sorted({*request.extravars.keys(), *(extra or {})}),  # values may be secrets
+        "extravars_vaulted_files": request.extravars.vaulted_files(),
         "check": request.check,
         "diff": request.diff,
         "forks": request.forks,
+        "connection": request.connection.summary(),
     }
     report = build_report(
         state,
@@ -333,9 +426,11 @@ def execute(args: argparse.Namespace, playbook: str, extra: dict[str, Any] | Non
         ended_at=_now(),
         runner_status=outcome.status,
         rc=outcome.rc,
-        cancelled=run.cancelled,
+        cancelled=stop.requested or run.cancelled,
         run_dir=str(outcome.run_dir),
+        interruption=interruption,
     )
+    report = redactor.data(report)
     write_report(report, outcome.run_dir / REPORT_NAME)
     point_last(states, run.ident)
     if args.report:

@@ -17,7 +17,7 @@ class ExitCode(enum.IntEnum):
     HOST_UNREACHABLE = 3  # ansible uses 4, which it also uses for parser errors
     PARSE_ERROR = 4  # ansible's PARSER_ERROR: a playbook, inventory or vars file does not parse
     USAGE_ERROR = 5  # ansible's INVALID_CLI_OPTION: bad option, missing inventory, unknown host pattern
-    INTERRUPTED = 99  # ansible's KEYBOARD_INTERRUPT (Ctrl-C, SIGTERM)
+    INTERRUPTED = 99  # ansible's KEYBOARD_INTERRUPT (Ctrl-C, SIGTERM, SIGHUP)
     INTERNAL_ERROR = 250  # ansible's UNKNOWN_ERROR: a bug in gpulab or ansible-runner
 
 
@@ -33,7 +33,10 @@ MEANINGS: dict[ExitCode, str] = {
         "usage error: bad option or -e, missing or empty inventory, --limit matching no host;"
         " a lab that cannot start (podman missing, port taken, lab already up)"
     ),
-    ExitCode.INTERRUPTED: "interrupted by Ctrl-C or SIGTERM (the report is written, a demo's lab taken down)",
+    ExitCode.INTERRUPTED: (
+        "interrupted by Ctrl-C, SIGTERM or SIGHUP: stopped between steps, or killed after --stop-timeout"
+        " and cleaned up (the report is written, a demo's lab taken down)"
+    ),
     ExitCode.INTERNAL_ERROR: "internal error in gpulab or ansible-runner (one line; -v for the traceback)",
 }
 

@@ -9,6 +9,7 @@ None. Nothing here does I/O; the runner's event handler keeps returning True so 
 from __future__ import annotations
 
 import re
+import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +47,7 @@ class HostState:
     phase: str = ""
     tasks_started: int = 0  # tasks this host began (runner_on_start), for "task i of n"
     changed_tasks: list[str] = field(default_factory=list)  # tasks that changed something, in order
+    in_task: bool = False  # a task started on this host and has not reported back yet
 
     @property
     def status(self) -> str:
@@ -149,6 +151,64 @@ def _record_stats(state: RunState, data: Any) -> None:
         state.host(host).stats_data.update(values)
 
 
+_TASK_ENDS = ("runner_on_ok", "runner_on_failed", "runner_on_unreachable", "runner_on_skipped")
+
+# OpenSSH's words when the key a host presents is not the one in known_hosts (sshconnect.c), and ssh's own
+# suggestion of the command that removes the old key.
+HOST_KEY_CHANGED = ("REMOTE HOST IDENTIFICATION HAS CHANGED", "Host key verification failed")
+HOST_KEY_ADVICE = "the SSH host key of"  # how host_key_advice's message begins (the summary repeats it whole)
+_QUOTED = r"""(?:'([^']*)'|"([^"]*)"|(\S+))"""  # ssh quotes with '' (OpenSSH >= 8.x) or "" (older)
+_SSH_KEYGEN_HINT = re.compile(rf"ssh-keygen -f {_QUOTED} -R {_QUOTED}")
+_OFFENDING = re.compile(r"Offending \S* ?key in (\S+):\d+")
+_DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
+
+
+def _first(groups: tuple[str | None, ...]) -> str:
+    return next((g for g in groups if g), "")
+
+
+def host_key_advice(host: str, res: dict[str, Any]) -> str:
+    """For an unreachable result caused by a changed SSH host key: what happened and what to do, else "".
+
+    The command is the one ssh itself suggests ("remove with: ssh-keygen -f FILE -R TARGET"): the known_hosts
+    file that holds the old key (a lab's or a UserKnownHostsFile, not always ~/.ssh/known_hosts) and the
+    target as ssh knows it (``[address]:port``), which is not the inventory name.
+    """
+    text = " ".join(str(res.get(key) or "") for key in ("msg", "stderr", "module_stderr"))
+    if not any(marker in text for marker in HOST_KEY_CHANGED):
+        return ""
+    hint = _SSH_KEYGEN_HINT.search(text)
+    offending = _OFFENDING.search(text)
+    if hint:
+        known_hosts, target = _first(hint.groups()[:3]), _first(hint.groups()[3:])
+    else:
+        known_hosts, target = (offending.group(1) if offending else ""), host
+    remove = f"ssh-keygen -R {shlex.quote(target)}"
+    if known_hosts and known_hosts != _DEFAULT_KNOWN_HOSTS:
+        remove = f"ssh-keygen -f {shlex.quote(known_hosts)} -R {shlex.quote(target)}"
+    return (
+        f"{HOST_KEY_ADVICE} {host} changed (or is not the one in known_hosts): if {host} was reinstalled,"
+        f" check its new key fingerprint with the node's console, then run `{remove}` and"
+        " retry; if it was not reinstalled, do not connect (the key change may be an attack)"
+    )
+
+
+# ansible's connection plugins raise these when become's password is wrong or was not given (ssh.py).
+_BECOME_PASSWORD = re.compile(r"\b(Incorrect|Missing) (\w+) password\b")
+
+
+def become_advice(message: str) -> str:
+    """A failed become password gets the options that give it: one clear line per host, never a hang."""
+    match = _BECOME_PASSWORD.search(message)
+    if not match:
+        return message
+    what = "was rejected" if match.group(1) == "Incorrect" else "is needed"
+    return _shorten(
+        f"{message} (the {match.group(2)} password {what}: give it with -K/--ask-become-pass or"
+        " --become-password-file, or set ansible_become_password in a vaulted inventory file)"
+    )
+
+
 def apply_event(state: RunState, event: dict[str, Any]) -> str | None:
     """Fold ``event`` into ``state``; return a plain progress line for it, or None if it is not news."""
     state.events += 1
@@ -195,8 +255,11 @@ def apply_event(state: RunState, event: dict[str, Any]) -> str | None:
     label = f"{role} : {task}" if role else task
     raw_res = data.get("res")
     res: dict[str, Any] = raw_res if isinstance(raw_res, dict) else {}
+    if kind in _TASK_ENDS:
+        host.in_task = False
     if kind == "runner_on_start":
         host.role, host.task = role, task
+        host.in_task = True
         host.tasks_started += 1
         host.phase = phase_of(role, task, host.phase)
         return None
@@ -216,12 +279,12 @@ def apply_event(state: RunState, event: dict[str, Any]) -> str | None:
             return f"failed (ignored): [{host_name}] {label}"
         host.failed += 1
         host.failed_task = label
-        host.message = failure_message(res)
+        host.message = become_advice(failure_message(res))
         return f"FAILED: [{host_name}] {label}: {host.message}"
     if kind == "runner_on_unreachable":
         host.unreachable += 1
         host.failed_task = label
-        host.message = failure_message(res)
+        host.message = host_key_advice(host_name, res) or failure_message(res)
         return f"UNREACHABLE: [{host_name}] {label}: {host.message}"
     if kind == "runner_on_skipped":
         host.skipped += 1

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from gpulab.errors import ExitCode, ParseError, UsageError
-from gpulab.events import HostState, RunState
+from gpulab.events import HOST_KEY_ADVICE, HostState, RunState
 
 SCHEMA_VERSION = 1
 
@@ -50,9 +50,15 @@ def exit_code(report: Mapping[str, Any]) -> ExitCode:
     return ExitCode.OK
 
 
+# What the host_lock role's checkpoint says when it stops a host on gpulab's stop request (gpulab.stop).
+STOP_REQUESTED = "stop requested"
+
+
 def _host_status(host: HostState, finished: bool, cancelled: bool) -> str:
     if host.unreachable:
         return "unreachable"
+    if host.failed and cancelled and STOP_REQUESTED in host.message:
+        return "interrupted"
     if host.failed:
         return "failed"
     if cancelled and not finished:
@@ -76,7 +82,9 @@ def _mlp_check(facts: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, 
     return fact if isinstance(fact, dict) else None
 
 
-def _host_record(host: HostState, finished: bool, cancelled: bool) -> dict[str, Any]:
+def _host_record(
+    host: HostState, finished: bool, cancelled: bool, mid_change: bool = False
+) -> dict[str, Any]:
     facts, extra = host.facts, host.stats_data
     status = _host_status(host, finished, cancelled)
     mlp = _mlp_check(facts, extra)
@@ -91,8 +99,8 @@ def _host_record(host: HostState, finished: bool, cancelled: bool) -> dict[str, 
             "ignored": host.ignored,
             "rescued": host.rescued,
         },
-        "failed_task": host.failed_task if status in ("failed", "unreachable") else None,
-        "message": host.message if status in ("failed", "unreachable") else None,
+        "failed_task": (host.failed_task or None) if status != "ok" else None,
+        "message": (host.message or None) if status != "ok" else None,
         "last_task": host.task or None,
         "tasks_run": host.tasks_started,
         "gpu_present": facts.get("cuda_check_gpu_present"),
@@ -107,6 +115,7 @@ def _host_record(host: HostState, finished: bool, cancelled: bool) -> dict[str, 
         "env_digest": extra.get("spec_digest") or None,
         "pin_changes": extra.get("pin_changes") or facts.get("dl_env_pin_changes") or [],
         "changed_tasks": list(host.changed_tasks),
+        "mid_change": mid_change,
         "mlp_check": mlp,
         "facts": dict(sorted(facts.items())),
         "stats_data": dict(sorted(extra.items())),
@@ -128,10 +137,14 @@ def build_report(
     rc: int | None,
     cancelled: bool,
     run_dir: str,
+    interruption: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """The report; ``interruption`` (gpulab.cli): how a stopped run ended, which hosts were mid-change."""
     status = run_status(state, cancelled, rc)
+    mid = set(interruption.get("mid_change_hosts", [])) if interruption else set()
     hosts = {
-        name: _host_record(host, state.finished, cancelled) for name, host in sorted(state.hosts.items())
+        name: _host_record(host, state.finished, cancelled, name in mid)
+        for name, host in sorted(state.hosts.items())
     }
     totals = {
         key: sum(h["counts"][key] for h in hosts.values())
@@ -160,6 +173,7 @@ def build_report(
         "hosts": hosts,
         "totals": totals,
         "set_stats": state.artifact_data,
+        "interruption": dict(interruption) if interruption else None,
         "artifacts": run_dir,
     }
     report["exit_code"] = int(exit_code(report))
@@ -297,6 +311,23 @@ def render_table(report: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _interruption_lines(stop: Mapping[str, Any]) -> str:
+    how = {"signal": "killed on a second signal", "timeout": "killed after the stop timeout"}.get(
+        str(stop.get("escalated_by")), "stopped between steps"
+    )
+    lines = [f"\ninterrupted by {stop.get('signal') or 'a signal'}: {how}"]
+    mid = stop.get("mid_change_hosts") or []
+    if mid:
+        lines.append(f"mid-change when the stop came: {', '.join(mid)} (the next provision completes them)")
+    cleanup = stop.get("cleanup")
+    if isinstance(cleanup, dict):
+        status = cleanup.get("status")
+        if status == "missing":
+            status = f"not run: no {cleanup.get('playbook')} (locks of this run stay until they go stale)"
+        lines.append(f"cleanup (locks of this run, temporary files): {status}")
+    return "\n".join(lines)
+
+
 def render_summary(report: Mapping[str, Any]) -> str:
     """The whole after-run text: a header line, the table, ansible's errors and where things are."""
     totals = report.get("totals", {})
@@ -311,5 +342,12 @@ def render_summary(report: Mapping[str, Any]) -> str:
         parts += ["", render_table(report)]
     for error in report.get("errors", []):
         parts.append(f"ansible: {error}")
+    for name, host in report.get("hosts", {}).items():
+        message = str(host.get("message") or "")
+        if message.startswith(HOST_KEY_ADVICE):  # too important for the table's cut-off column
+            parts.append(f"{name}: {message}")
+    stop = report.get("interruption")
+    if isinstance(stop, dict):
+        parts.append(_interruption_lines(stop))
     parts.append(f"\nartifacts: {report.get('artifacts')}")
     return "\n".join(parts)

@@ -6,6 +6,9 @@ Layout of the state directory (``GPULAB_STATE_DIR``, default ``<project>/runs``)
         job_events/*.json    every event (the event handler returns True)
         stdout, stderr, command, rc, status     written by ansible-runner
         fact_cache/          the run's jsonfile fact cache
+        env/                 gpulab's 0600 extravars files, removed when the run ends (gpulab.extravars)
+        stop-requested       while a graceful stop is pending (gpulab.stop)
+        cleanup/             the cleanup.yml run after a killed run (same layout)
         report.json          written by gpulab (docs/report-schema.md)
     runs/last                symlink to the newest run that wrote a report
 
@@ -19,6 +22,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import shlex
 import shutil
 import sys
 import threading
@@ -28,7 +32,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from gpulab import extravars as xvars
+from gpulab.connection import ConnectionOptions
 from gpulab.errors import ExitCode, GpulabError, ParseError, UsageError
+from gpulab.redact import Redactor
 
 IDENT_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{6}$")
 LAST = "last"
@@ -68,7 +75,9 @@ class RunRequest:
     limit: str | None = None
     tags: tuple[str, ...] = ()
     skip_tags: tuple[str, ...] = ()
-    extravars: Mapping[str, Any] = field(default_factory=dict)
+    extravars: xvars.ExtraVars = field(default_factory=xvars.ExtraVars)  # the user's -e, in order
+    internal_vars: Mapping[str, Any] = field(default_factory=dict)  # gpulab's own, win over -e
+    connection: ConnectionOptions = field(default_factory=ConnectionOptions)
     check: bool = False
     diff: bool = False
     forks: int | None = None
@@ -111,13 +120,16 @@ def build_envvars(project: Path, environ: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
-def build_cmdline(request: RunRequest) -> str | None:
-    args = []
+def build_cmdline(request: RunRequest, extravar_args: Sequence[str] = ()) -> str | None:
+    """ansible-playbook arguments the runner has no keyword for: switches, paths, never a secret value."""
+    args: list[str] = []
     if request.check:
         args.append("--check")
     if request.diff:
         args.append("--diff")
-    return " ".join(args) or None
+    args += request.connection.cmdline()
+    args += extravar_args
+    return shlex.join(args) if args else None
 
 
 def build_kwargs(
@@ -126,8 +138,13 @@ def build_kwargs(
     run_dir: Path,
     ident: str,
     environ: Mapping[str, str],
+    extravar_args: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Keyword arguments for ``ansible_runner.run_async`` (callbacks added by :func:`start`)."""
+    """Keyword arguments for ``ansible_runner.run_async`` (callbacks added by :func:`start`).
+
+    No ``extravars`` keyword: ansible-runner would put them on the command line (``-e {json}``); they
+    travel in files (:mod:`gpulab.extravars`), whose ``-e @file`` arguments are ``extravar_args``.
+    """
     kwargs: dict[str, Any] = {
         "private_data_dir": str(run_dir),
         "artifact_dir": str(run_dir.parent),
@@ -136,7 +153,6 @@ def build_kwargs(
         "playbook": str(request.playbook),
         "inventory": [str(p) for p in request.inventories],
         "envvars": build_envvars(project, environ),
-        "extravars": dict(request.extravars),
         "fact_cache": str(run_dir / "fact_cache"),
         "fact_cache_type": "jsonfile",
         "rotate_artifacts": 0,
@@ -154,7 +170,7 @@ def build_kwargs(
         kwargs["forks"] = request.forks
     if request.verbosity:
         kwargs["verbosity"] = request.verbosity
-    cmdline = build_cmdline(request)
+    cmdline = build_cmdline(request, extravar_args)
     if cmdline:
         kwargs["cmdline"] = cmdline
     return kwargs
@@ -215,6 +231,8 @@ class Run:
         on_event: EventHandler,
         environ: Mapping[str, str] | None = None,
         ident: str | None = None,
+        passwords: Mapping[str, str] | None = None,
+        redactor: Redactor | None = None,
     ) -> None:
         self.request = request
         self.project = project
@@ -228,9 +246,13 @@ class Run:
         self.status = "unstarted"
         self._thread: threading.Thread | None = None
         self._runner: Any = None
+        # {prompt regex: answer} for ansible-runner's pexpect loop; kept in memory only
+        self._passwords = dict(passwords or {})
+        self.redactor = redactor or Redactor()
 
     # ansible-runner callbacks -------------------------------------------------------------------
     def _event_handler(self, event: dict[str, Any]) -> bool:
+        self.redactor.event(event)  # in place: ansible-runner writes this dict to job_events/
         self._on_event(event)
         return True  # keep the event in job_events/ and Runner.stats
 
@@ -248,8 +270,13 @@ class Run:
         import ansible_runner  # imported here: keeps `gpulab --help` fast
 
         self.states.mkdir(parents=True, exist_ok=True)
-        self.run_dir.mkdir(mode=0o700)
-        kwargs = build_kwargs(self.request, self.project, self.run_dir, self.ident, self._environ)
+        self.run_dir.mkdir(mode=0o700, exist_ok=True)  # a stop request may have made it
+        extravar_args = xvars.write(self.request.extravars, self.request.internal_vars, self.run_dir)
+        kwargs = build_kwargs(
+            self.request, self.project, self.run_dir, self.ident, self._environ, extravar_args
+        )
+        if self._passwords:
+            kwargs["passwords"] = self._passwords
         kwargs.update(
             event_handler=self._event_handler,
             status_handler=self._status_handler,
@@ -259,7 +286,14 @@ class Run:
         try:
             self._thread, self._runner = ansible_runner.run_async(**kwargs)
         except Exception as exc:  # ansible-runner's ConfigurationError and friends
+            self.finish()
             raise GpulabError(f"ansible-runner could not start: {exc}", ExitCode.ERROR) from exc
+
+    def finish(self) -> None:
+        """After the run: remove the extravars files and mask secrets in every artifact it left."""
+        xvars.remove_files(self.run_dir)
+        if self.run_dir.is_dir():
+            self.redactor.tree(self.run_dir)
 
     def cancel(self) -> None:
         self._cancel.set()

@@ -227,7 +227,6 @@ def test_report_without_runs_is_a_usage_error(tmp_path: Path) -> None:
     assert proc.returncode == ExitCode.USAGE_ERROR and "no finished run" in proc.stderr
 
 
-@pytest.mark.slow
 def _read(path: Path) -> str:
     """An event file's text; "" when ansible-runner renamed it (`-partial.json`) while we looked."""
     try:
@@ -236,9 +235,21 @@ def _read(path: Path) -> str:
         return ""
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_the_run_and_writes_the_report(tmp_path: Path) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gpulab", "provision", "-i", str(HEALTHY), "-e", "test_sleep=60"],
+        [
+            sys.executable,
+            "-m",
+            "gpulab",
+            "provision",
+            "-i",
+            str(HEALTHY),
+            "-e",
+            "test_sleep=60",
+            "--stop-timeout",
+            "1",
+        ],
         cwd=tmp_path,
         env=_env(tmp_path),
         stdout=subprocess.PIPE,
@@ -262,6 +273,9 @@ def test_ctrl_c_stops_the_run_and_writes_the_report(tmp_path: Path) -> None:
     assert report["status"] == "interrupted" and report["runner_status"] == "canceled"
     assert {h["last_task"] for h in report["hosts"].values()} == {"Wait when asked (Ctrl-C tests)"}
     assert "interrupted" in out.splitlines()[0] and "Traceback" not in err
+    # this project has no checkpoints: killed after --stop-timeout; it has no cleanup.yml either, and says so
+    assert report["interruption"]["escalated_by"] == "timeout"
+    assert report["interruption"]["cleanup"]["status"] == "missing"
 
 
 def test_docs_exit_code_table_is_the_one_in_errors() -> None:

@@ -44,13 +44,13 @@ def test_kwargs_follow_the_house_rules(tmp_path: Path) -> None:
             forks=3,
             check=True,
             diff=True,
-            extravars={"x": "1"},
             verbosity=2,
         ),
         PROJECT,
         run_dir,
         run_dir.name,
         {"PATH": "/usr/bin"},
+        ["--extra-vars=@/r/env/extravars-00.json"],
     )
     assert kwargs["private_data_dir"] == str(run_dir)
     assert Path(kwargs["artifact_dir"]) / kwargs["ident"] == run_dir  # artifacts land in the run dir
@@ -59,8 +59,9 @@ def test_kwargs_follow_the_house_rules(tmp_path: Path) -> None:
     assert kwargs["suppress_env_files"] is True and kwargs["quiet"] is True
     assert kwargs["fact_cache"] == str(run_dir / "fact_cache") and kwargs["fact_cache_type"] == "jsonfile"
     assert (kwargs["limit"], kwargs["tags"], kwargs["skip_tags"], kwargs["forks"]) == ("good*", "a,b", "c", 3)
-    assert kwargs["cmdline"] == "--check --diff"
-    assert kwargs["extravars"] == {"x": "1"} and kwargs["verbosity"] == 2
+    assert kwargs["cmdline"] == "--check --diff --extra-vars=@/r/env/extravars-00.json"
+    # extravars never as a keyword: ansible-runner would put their values on the command line
+    assert "extravars" not in kwargs and kwargs["verbosity"] == 2
     env = kwargs["envvars"]
     assert env["ANSIBLE_HOST_KEY_CHECKING"] == "True"  # explicit: the runner would otherwise say False
     assert env["ANSIBLE_CONFIG"] == str(PROJECT / "ansible.cfg")

@@ -1,0 +1,215 @@
+"""Keep secret values out of everything the driver writes or prints.
+
+Three rules, applied to text and to structured data alike:
+
+- URL credentials: ``scheme://user:pass@host`` becomes ``scheme://***@host`` (mirror, proxy and pip index
+  URLs, ``miniconda_proxy_servers``, ``miniconda_proxy_env``), and a conda channel token
+  ``.../t/<token>/...`` becomes ``.../t/***/...``.
+- Secret names: the value of a key whose name says it is a secret (:data:`SECRET_NAME`) is replaced as a
+  whole, wherever such a key appears in data (events, facts, set_stats).
+- Known values: every string found under a secret name in the run's inputs (``-e`` values, inventory and
+  group/host vars readable without a vault password) is replaced wherever it appears in text, so a
+  value that travels into a message, a diff or a rendered file is caught as well.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from gpulab.extravars import VAULTED, load_vars_file
+
+MASK = "***"
+# Names whose whole value is a secret (matched anywhere in the name, case-insensitive).
+SECRET_NAME = re.compile(
+    r"pass(word|wd|phrase)?($|_)|token|secret|credential|api_?key|private_key|(^|_)auth($|_)",
+    re.IGNORECASE,
+)
+# Names whose values are URLs (or maps/lists of them): only credentials inside them are secret; the rest
+# (host, path, channel name) stays readable. miniconda_proxy_servers/_env, dl_env_pip_index_url, mirrors...
+URL_NAME = re.compile(r"proxy|_url$|_urls$|index|mirror|channel", re.IGNORECASE)
+URL_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)[^\s/@'\"<>]+@")
+CONDA_TOKEN = re.compile(r"(?P<pre>/t/)[A-Za-z0-9._~-]{6,}(?P<post>/)")
+_MIN_VALUE = 4  # shorter values would mask common words
+
+
+def is_secret_name(name: str) -> bool:
+    """The whole value of a variable or key with this name is masked."""
+    return bool(SECRET_NAME.search(name))
+
+
+def holds_secrets(name: str) -> bool:
+    """A variable with this name may carry secrets (whole, or as URL credentials)."""
+    return is_secret_name(name) or bool(URL_NAME.search(name))
+
+
+def _strings(value: Any) -> Iterable[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _strings(item)
+
+
+def secret_values(variables: Mapping[str, Any]) -> set[str]:
+    """The strings to mask from a variables mapping: whole values of secret names, URL credentials of URLs."""
+    found: set[str] = set()
+    for name, value in variables.items():
+        if not isinstance(name, str) or not holds_secrets(name):
+            continue
+        for text in _strings(value):
+            if not is_secret_name(name):
+                found.update(_userinfo_secrets(text))
+            elif "{{" not in text:  # a template is not the value itself
+                found.add(text)
+    return {value for value in found if len(value) >= _MIN_VALUE and value != VAULTED}
+
+
+def _userinfo_secrets(text: str) -> set[str]:
+    found = set()
+    for match in URL_USERINFO.finditer(text):
+        userinfo = match.group(0)[len(match.group("scheme")) : -1]
+        found.add(userinfo)
+        if ":" in userinfo:
+            found.add(userinfo.split(":", 1)[1])
+    for match in CONDA_TOKEN.finditer(text):
+        found.add(match.group(0)[3:-1])
+    return found
+
+
+class Redactor:
+    """Masks secrets in text and in JSON-like data."""
+
+    def __init__(self, values: Iterable[str] = ()) -> None:
+        self._values = sorted({v for v in values if len(v) >= _MIN_VALUE}, key=len, reverse=True)
+        self._pattern = re.compile("|".join(re.escape(v) for v in self._values)) if self._values else None
+
+    def add(self, values: Iterable[str]) -> Redactor:
+        return Redactor([*self._values, *values])
+
+    def text(self, text: str) -> str:
+        text = URL_USERINFO.sub(lambda m: f"{m.group('scheme')}{MASK}@", text)
+        text = CONDA_TOKEN.sub(lambda m: f"{m.group('pre')}{MASK}{m.group('post')}", text)
+        if self._pattern is not None:
+            text = self._pattern.sub(MASK, text)
+        return text
+
+    def data(self, value: Any, name: str = "") -> Any:
+        """A copy of ``value`` with secrets masked; values under secret names are masked whole."""
+        if name and is_secret_name(name) and isinstance(value, str | Mapping | list | tuple) and value:
+            return MASK
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, Mapping):
+            return {k: self.data(v, str(k)) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self.data(v, name) for v in value]
+        return value
+
+    def event(self, event: dict[str, Any]) -> None:
+        """Mask an ansible-runner event in place (the runner writes the same dict to ``job_events/``)."""
+        for key in list(event):
+            event[key] = self.data(event[key], key)
+
+    def file(self, path: Path) -> bool:
+        """Rewrite a text file with secrets masked; True when it changed."""
+        try:
+            original = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return False
+        masked = self.text(original)
+        if masked == original:
+            return False
+        path.write_text(masked, encoding="utf-8")
+        return True
+
+    def tree(self, root: Path) -> list[Path]:
+        """Mask every text file under ``root`` (the run's artifacts); return the files that changed."""
+        changed = []
+        for path in sorted(root.rglob("*")):
+            if path.is_file() and not path.is_symlink() and self.file(path):
+                changed.append(path)
+        return changed
+
+
+def inventory_secret_values(inventories: Sequence[Path], limit: str | None = None) -> set[str]:
+    """Secret values set in the inventories: inline host/group vars and the group_vars/host_vars files.
+
+    Vaulted values are skipped (gpulab does not decrypt; tasks using them must be no_log, the roles'
+    rule). The group_vars/host_vars files are also read one by one, so one vaulted file does not hide the
+    plain ones next to it.
+    """
+    found = _variable_manager_values(inventories, limit)
+    for inventory in inventories:
+        base = inventory if inventory.is_dir() else inventory.parent
+        for kind in ("group_vars", "host_vars"):
+            for path in sorted((base / kind).rglob("*")) if (base / kind).is_dir() else []:
+                if path.is_file() and path.suffix in _VARS_SUFFIXES:
+                    found |= _file_values(path)
+    return found
+
+
+_VARS_SUFFIXES = ("", ".yml", ".yaml", ".json")
+
+
+def _file_values(path: Path) -> set[str]:
+    try:
+        return secret_values(load_vars_file(path).data)
+    except Exception:  # a file ansible would reject: the inventory check reports it
+        return set()
+
+
+def _variable_manager_values(inventories: Sequence[Path], limit: str | None) -> set[str]:
+    import contextlib
+    import io
+
+    from ansible.inventory.manager import InventoryManager  # type: ignore[import-untyped]
+    from ansible.parsing.dataloader import DataLoader  # type: ignore[import-untyped]
+    from ansible.vars.manager import VariableManager  # type: ignore[import-untyped]
+
+    found: set[str] = set()
+    sink = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(sink), contextlib.redirect_stdout(sink):
+            loader = DataLoader()
+            inventory = InventoryManager(loader=loader, sources=[str(p) for p in inventories])
+            if limit:
+                inventory.subset(limit)
+            manager = VariableManager(loader=loader, inventory=inventory)
+            for host in inventory.list_hosts("all"):
+                try:
+                    host_vars = manager.get_vars(host=host, include_hostvars=False)
+                except Exception:  # a vaulted vars file without its password: files are read below
+                    host_vars = {**_group_vars(host), **host.get_vars()}
+                for name, value in host_vars.items():
+                    if isinstance(name, str) and holds_secrets(name):
+                        with contextlib.suppress(Exception):  # an encrypted value that cannot be read here
+                            found |= secret_values({name: _plain(value)})
+    except Exception:  # the inventory itself is checked (with a clear message) by runner.inventory_hosts
+        return found
+    return found
+
+
+def _group_vars(host: Any) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for group in host.get_groups():
+        merged.update(group.get_vars())
+    return merged
+
+
+def _plain(value: Any) -> Any:
+    """Ansible's tagged/lazy containers as plain Python; vaulted strings raise and are skipped."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, str):
+        if type(value).__name__ in ("EncryptedString", "AnsibleVaultEncryptedUnicode"):
+            return ""
+        return str(value)
+    return value
