@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 
 import pytest
 
@@ -16,6 +18,20 @@ def test_recipe_digest_follows_the_recipe() -> None:
     assert base.digest == images.Recipe("debian12", "bookworm").digest
     assert dataclasses.replace(base, packages=("python3", "sudo", "curl")).digest != base.digest
     assert images.RECIPES["debian13"].digest != base.digest
+
+
+def test_ssh_images_add_sshd_to_the_same_releases_without_shared_host_keys() -> None:
+    assert set(images.SSH_RECIPES) == {f"{name}-ssh" for name in images.RECIPES}
+    ssh12, base12 = images.SSH_RECIPES["debian12-ssh"], images.RECIPES["debian12"]
+    assert ssh12.suite == base12.suite and ssh12.packages == (*base12.packages, "openssh-server")
+    assert ssh12.post_install.startswith(base12.post_install)  # the same admin user and sudo rule first
+    assert "rm -f /etc/ssh/ssh_host_*" in ssh12.extra_post  # each node makes its own host keys
+    assert ssh12.digest != base12.digest
+    # Adding SSH recipes left the base images' digests (and so the images already built) alone.
+    before = {"suite": "bookworm", "packages": ["python3", "sudo"], "post": base12.post_install}
+    text = json.dumps(before | {"variant": "minbase"}, sort_keys=True)
+    assert base12.digest == hashlib.sha256(text.encode()).hexdigest()[:16]
+    assert dataclasses.replace(ssh12, extra_post=ssh12.extra_post + "true\n").digest != ssh12.digest
 
 
 def test_unknown_image_is_a_clear_error() -> None:

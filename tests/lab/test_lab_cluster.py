@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gpulab.lab import cluster, nvidia_smi
+from gpulab.lab import cluster, nvidia_smi, ssh
 from gpulab.lab.capture import add_capture_profiles
 
 FIXTURES = Path(nvidia_smi.FIXTURES_DIR)
@@ -97,3 +97,62 @@ def test_each_lab_has_its_own_container_names(tmp_path: Path) -> None:
     state.save()
     loaded = cluster.LabState.load(tmp_path)
     assert loaded is not None and loaded.nodes[0].container == named[0].container
+
+
+def test_ssh_inventory_uses_the_lab_key_and_known_hosts_and_never_the_password(tmp_path: Path) -> None:
+    nodes = cluster.parse_nodes("a=l40s-595.80,b=none")
+    nodes[0].ssh_port, nodes[1].ssh_port = 40001, 40002
+    state = cluster.LabState(tmp_path, nodes, "http://127.0.0.1:8123", 1, "ssh", sudo_password=True)
+    text = cluster.write_inventory(state, "ab" * 32).read_text()
+    inv = yaml.safe_load(text)
+    lab_vars = inv["all"]["vars"]
+    assert lab_vars["ansible_connection"] == "ssh"
+    assert lab_vars["ansible_ssh_private_key_file"] == str(tmp_path / "ssh" / "id_ed25519")
+    args = lab_vars["ansible_ssh_common_args"].split()
+    assert f"UserKnownHostsFile={tmp_path / 'ssh' / 'known_hosts'}" in args
+    assert "StrictHostKeyChecking=accept-new" in args
+    a = inv["all"]["children"]["gpu_nodes"]["hosts"]["a"]
+    assert (a["ansible_host"], a["ansible_port"]) == ("127.0.0.1", 40001)
+    assert "become_pass" not in text and "ansible_password" not in text
+    assert str(tmp_path / "ssh" / "sudo-password") in text  # the header says where the password is
+
+
+def test_lab_state_keeps_its_connection_and_ports(tmp_path: Path) -> None:
+    nodes = cluster.parse_nodes("a=none")
+    nodes[0].ssh_port = 40001
+    cluster.LabState(tmp_path, nodes, "http://127.0.0.1:1", 7, "ssh", True).save()
+    loaded = cluster.LabState.load(tmp_path)
+    assert loaded is not None
+    assert (loaded.connection, loaded.sudo_password, loaded.nodes[0].ssh_port) == ("ssh", True, 40001)
+    # A lab.json written before SSH labs existed is a podman lab.
+    (tmp_path / "lab.json").write_text(
+        '{"nodes": [{"name": "a", "profile": "none"}], "mirror_url": "u", "mirror_pid": 1}'
+    )
+    old = cluster.LabState.load(tmp_path)
+    assert old is not None and (old.connection, old.sudo_password) == ("podman", False)
+
+
+def test_lab_key_pair_and_sudo_password_are_private(tmp_path: Path) -> None:
+    files = ssh.files(tmp_path)
+    password = ssh.make_sudo_password(files)  # first: a podman lab with --sudo-password has no key pair
+    ssh.make_key_pair(files)
+    assert files.root.stat().st_mode & 0o777 == 0o700
+    assert files.private_key.stat().st_mode & 0o777 == 0o600
+    assert files.sudo_password.stat().st_mode & 0o777 == 0o600
+    assert files.sudo_password.read_text().strip() == password and len(password) >= 20
+    assert files.public_key.read_text().startswith("ssh-ed25519 ")
+    assert ssh.make_sudo_password(files) != password  # a new lab, a new password
+
+
+def test_sshd_actions_need_an_ssh_lab(tmp_path: Path) -> None:
+    with pytest.raises(cluster.LabError, match="no lab is up"):
+        cluster.sshd(tmp_path, "a", "stop")
+    cluster.LabState(tmp_path, cluster.parse_nodes("a=none"), "http://127.0.0.1:1", 1).save()
+    with pytest.raises(cluster.LabError, match="--connection ssh"):
+        cluster.sshd(tmp_path, "a", "stop")
+
+
+def test_sudo_password_needs_the_ssh_connection(tmp_path: Path) -> None:
+    with pytest.raises(cluster.LabError, match="--sudo-password needs --connection ssh"):
+        cluster.up(tmp_path, cluster.parse_nodes("a=none"), tmp_path / "cache", sudo_password=True)
+    assert not (tmp_path / "lab.json").exists()

@@ -12,7 +12,7 @@ from types import FrameType
 from typing import Any
 
 from gpulab.errors import ExitCode
-from gpulab.lab import cluster, nvidia_smi
+from gpulab.lab import cluster, nvidia_smi, ssh
 from gpulab.lab.podman import PodmanError
 from gpulab.runner import project_dir
 
@@ -39,12 +39,29 @@ def cmd_up(args: argparse.Namespace) -> int:
 
         nodes = add_capture_profiles(nodes, Path(args.capture))
     print(SIMULATED, flush=True)
-    state = cluster.up(lab_state_dir(), nodes, lab_cache_dir(), port=args.port)
+    state = cluster.up(
+        lab_state_dir(),
+        nodes,
+        lab_cache_dir(),
+        port=args.port,
+        connection=args.connection,
+        sudo_password=args.sudo_password,
+    )
     for node in state.nodes:
-        print(f"  {node.name:<12} {node.container:<24} {node.profile}")
+        where = f"ssh admin@127.0.0.1 -p {node.ssh_port}" if state.connection == "ssh" else ""
+        print(f"  {node.name:<12} {node.container:<24} {node.profile:<24} {where}".rstrip())
     print(f"mirror: {state.mirror_url}")
     print(f"inventory: {state.inventory}")
-    print(f"next: gpulab provision -i {state.inventory}")
+    if state.connection == "ssh":
+        print(f"ssh key: {state.ssh.private_key} (known hosts: {state.ssh.known_hosts})")
+    if state.sudo_password:
+        # The password itself is never printed (terminals and CI logs keep it): it is in a 0600 file.
+        print(
+            f"sudo password of admin: in {state.ssh.sudo_password} (0600); `gpulab provision -K` asks for it"
+        )
+        print(f"next: gpulab provision -K -i {state.inventory}")
+    else:
+        print(f"next: gpulab provision -i {state.inventory}")
     return 0
 
 
@@ -66,6 +83,18 @@ def cmd_inventory(args: argparse.Namespace) -> int:
     if state is None:
         raise cluster.LabError("no lab is up; run `gpulab lab up` first")
     print(state.inventory)
+    return 0
+
+
+def cmd_sshd(args: argparse.Namespace) -> int:
+    node = cluster.sshd(lab_state_dir(), args.node, args.action)
+    done = {
+        "stop": "sshd stopped (the node is unreachable over SSH)",
+        "start": f"sshd listening on 127.0.0.1:{node.ssh_port}",
+        "new-host-keys": "new host keys, as after a reinstall (SSH will refuse them until trusted)",
+        "trust": "the lab's known_hosts now holds every node's current host keys",
+    }
+    print(f"gpulab lab: {node.name}: {done[args.action]}")
     return 0
 
 
@@ -194,7 +223,7 @@ def run_lab_command(func: object, args: argparse.Namespace) -> int:
     """Turn lab/podman problems into one-line messages (exit 5: usage/config error, docs/cli.md)."""
     try:
         return func(args)  # type: ignore[operator, no-any-return]
-    except (cluster.LabError, PodmanError, nvidia_smi.UnknownProfileError) as exc:
+    except (cluster.LabError, ssh.SshLabError, PodmanError, nvidia_smi.UnknownProfileError) as exc:
         print(f"gpulab lab: {exc}")
         return int(ExitCode.USAGE_ERROR)
 
@@ -207,6 +236,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     up.add_argument("--nodes", default=cluster.DEFAULT_NODES, help="NAME=PROFILE[@IMAGE],... or a count")
     up.add_argument("--capture", help="a directory of your own nvidia-smi captures (see docs/lab.md)")
     up.add_argument("--port", type=int, help="mirror port on 127.0.0.1 (default: a free one)")
+    up.add_argument(
+        "--connection",
+        choices=cluster.CONNECTIONS,
+        default="podman",
+        help="how Ansible reaches the nodes: podman exec (default) or ssh (sshd on a loopback port per node)",
+    )
+    up.add_argument(
+        "--sudo-password",
+        action="store_true",
+        help="with --connection ssh: admin's sudo asks for a password (<lab dir>/ssh/sudo-password; use -K)",
+    )
     up.set_defaults(lab_func=cmd_up)
 
     down = lab_sub.add_parser("down", help="remove the containers and the mirror this lab created")
@@ -219,6 +259,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     inv = lab_sub.add_parser("inventory", help="print the path of the lab's inventory")
     inv.set_defaults(lab_func=cmd_inventory)
+
+    sshd = lab_sub.add_parser(
+        "sshd", help="SSH labs: stop/start a node's sshd, give it new host keys, trust them"
+    )
+    sshd.add_argument("node")
+    sshd.add_argument("action", choices=cluster.SSHD_ACTIONS)
+    sshd.set_defaults(lab_func=cmd_sshd)
 
     profiles = lab_sub.add_parser("profiles", help="list the GPU/driver profiles a node can have")
     profiles.set_defaults(lab_func=cmd_profiles)

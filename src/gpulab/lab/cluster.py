@@ -3,6 +3,8 @@
 Each node is a Debian container on the host network with a non-root `admin` user (sudo), a fake
 `nvidia-smi` replaying a real capture (its "driver"), and access to the lab mirror. The inventory written
 for it is an ordinary Ansible inventory: the roles cannot tell a lab node from a real one.
+Nodes are reached with the podman connection (the default) or, with `--connection ssh`, over SSH like
+real nodes: each runs sshd on its own loopback port (`gpulab.lab.ssh`).
 """
 
 from __future__ import annotations
@@ -10,15 +12,17 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 import socket
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import yaml
 
-from gpulab.lab import nvidia_smi
-from gpulab.lab.images import RECIPES, ensure_image
+from gpulab.lab import nvidia_smi, ssh
+from gpulab.lab.images import RECIPES, SSH_SUFFIX, ensure_image
 from gpulab.lab.podman import PodmanError, podman, require_podman
 from gpulab.lab.services import LabServices, checksums, start_detached_mirror, stop_detached_mirror
 
@@ -32,6 +36,8 @@ DEFAULT_NODES = "gpu-l40s=l40s-550.127.05,gpu-h100=h100-590.48.01,cpu-node=none"
 LAB_FLAVOR = "miniforge"
 LAB_RELEASE = "25.11.0-1"  # the miniconda role's pinned Miniforge release
 _NODE_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+Connection = Literal["podman", "ssh"]
+CONNECTIONS: tuple[Connection, ...] = ("podman", "ssh")
 
 
 class LabError(RuntimeError):
@@ -49,6 +55,7 @@ class Node:
     profile: str
     image: str = "debian12"
     lab: str = ""  # lab_id() of the lab it belongs to, set by `up`
+    ssh_port: int = 0  # its sshd's port on 127.0.0.1 in an SSH lab, set by `up`
 
     @property
     def container(self) -> str:
@@ -100,16 +107,30 @@ class LabState:
     nodes: list[Node]
     mirror_url: str
     mirror_pid: int
+    connection: Connection = "podman"
+    sudo_password: bool = False  # admin's sudo asks for the password in `ssh.files(state_dir).sudo_password`
 
     @property
     def inventory(self) -> Path:
         return self.state_dir / "inventory" / "hosts.yml"
+
+    @property
+    def ssh(self) -> ssh.SshFiles:
+        return ssh.files(self.state_dir)
+
+    def node(self, name: str) -> Node:
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        raise LabError(f"no lab node {name!r}; nodes: {', '.join(n.name for n in self.nodes)}")
 
     def save(self) -> None:
         data = {
             "nodes": [asdict(n) for n in self.nodes],
             "mirror_url": self.mirror_url,
             "mirror_pid": self.mirror_pid,
+            "connection": self.connection,
+            "sudo_password": self.sudo_password,
         }
         (self.state_dir / "lab.json").write_text(json.dumps(data, indent=2) + "\n")
 
@@ -119,7 +140,14 @@ class LabState:
         if not path.is_file():
             return None
         data = json.loads(path.read_text())
-        return cls(state_dir, [Node(**n) for n in data["nodes"]], data["mirror_url"], int(data["mirror_pid"]))
+        return cls(
+            state_dir,
+            [Node(**n) for n in data["nodes"]],
+            data["mirror_url"],
+            int(data["mirror_pid"]),
+            data.get("connection", "podman"),
+            bool(data.get("sudo_password", False)),
+        )
 
 
 def _free_port() -> int:
@@ -173,24 +201,49 @@ def set_profile(node: Node) -> None:
         podman("cp", f"{tmp}/.", f"{node.container}:/")
 
 
+def _connection_vars(state: LabState) -> dict[str, object]:
+    if state.connection == "ssh":
+        return {
+            "ansible_connection": "ssh",
+            "ansible_user": ssh.SSH_USER,
+            "ansible_become": True,
+            "ansible_ssh_private_key_file": str(state.ssh.private_key),
+            "ansible_ssh_common_args": state.ssh.common_args(),
+        }
+    return {
+        "ansible_connection": "containers.podman.podman",
+        "ansible_user": ssh.SSH_USER,
+        "ansible_become": True,
+    }
+
+
 def write_inventory(state: LabState, checksum: str) -> Path:
-    """An ordinary inventory: groups by GPU/CPU, podman connection as `admin` with sudo, mirror settings."""
+    """An ordinary inventory: GPU/CPU groups, podman or ssh connection as `admin` with sudo, mirror settings.
+
+    A sudo password is never written here: `gpulab provision -K` asks for it.
+    """
     inv_dir = state.state_dir / "inventory"
     (inv_dir / "group_vars" / "all").mkdir(parents=True, exist_ok=True)
     groups: dict[str, dict[str, dict[str, object]]] = {"gpu_nodes": {}, "cpu_nodes": {}}
     for node in state.nodes:
-        groups[node.group][node.name] = {"ansible_host": node.container, "gpulab_lab_profile": node.profile}
+        address: dict[str, object] = (
+            {"ansible_host": "127.0.0.1", "ansible_port": node.ssh_port}
+            if state.connection == "ssh"
+            else {"ansible_host": node.container}
+        )
+        groups[node.group][node.name] = {**address, "gpulab_lab_profile": node.profile}
     hosts = {
         "all": {
             "children": {name: {"hosts": members} for name, members in groups.items() if members},
-            "vars": {
-                "ansible_connection": "containers.podman.podman",
-                "ansible_user": "admin",
-                "ansible_become": True,
-            },
+            "vars": _connection_vars(state),
         }
     }
-    header = "# Written by `gpulab lab up`: the simulated lab's nodes (podman containers).\n"
+    reached = "over SSH on 127.0.0.1" if state.connection == "ssh" else "through podman"
+    sudo = f"; admin's sudo password is in {state.ssh.sudo_password} (use -K)" if state.sudo_password else ""
+    header = (
+        "# Written by `gpulab lab up`: the simulated lab's nodes"
+        f" (podman containers, reached {reached}{sudo}).\n"
+    )
     state.inventory.write_text(header + yaml.safe_dump(hosts, sort_keys=False))
     lab_vars = {
         "miniconda_flavor": LAB_FLAVOR,
@@ -214,7 +267,19 @@ def write_inventory(state: LabState, checksum: str) -> Path:
     return state.inventory
 
 
-def up(state_dir: Path, nodes: list[Node], cache_dir: Path, port: int | None = None) -> LabState:
+def up(
+    state_dir: Path,
+    nodes: list[Node],
+    cache_dir: Path,
+    port: int | None = None,
+    connection: Connection = "podman",
+    sudo_password: bool = False,
+) -> LabState:
+    if connection not in CONNECTIONS:
+        raise LabError(f"--connection must be one of {', '.join(CONNECTIONS)}, not {connection!r}")
+    if sudo_password and connection != "ssh":
+        # containers.podman's connection runs sudo without answering its password prompt.
+        raise LabError("--sudo-password needs --connection ssh (the podman connection cannot answer sudo)")
     check_runtime()
     if LabState.load(state_dir) is not None:
         raise LabError(f"a lab is already up (state in {state_dir}); run `gpulab lab down` first")
@@ -231,11 +296,15 @@ def up(state_dir: Path, nodes: list[Node], cache_dir: Path, port: int | None = N
     digest = checksums(services.root)[f"Miniforge3-{LAB_RELEASE}-Linux-x86_64.sh"]
     port = port or _free_port()
     pid = start_detached_mirror(services.mirror_root, port, state_dir / "mirror.log")
-    state = LabState(state_dir, nodes, f"http://127.0.0.1:{port}", pid)
+    state = LabState(state_dir, nodes, f"http://127.0.0.1:{port}", pid, connection, sudo_password)
     state.save()
+    suffix = SSH_SUFFIX if connection == "ssh" else ""
     try:
         for image in sorted({n.image for n in nodes}):
-            ensure_image(image)
+            ensure_image(image + suffix)
+        if connection == "ssh":
+            ssh.make_key_pair(state.ssh)
+        password = ssh.make_sudo_password(state.ssh) if sudo_password else None
         for node in nodes:
             podman(
                 "run",
@@ -248,11 +317,17 @@ def up(state_dir: Path, nodes: list[Node], cache_dir: Path, port: int | None = N
                 f"{LAB_ID_LABEL}={ident}",
                 "--network",
                 "host",
-                f"localhost/gpulab-test:{node.image}",
+                f"localhost/gpulab-test:{node.image}{suffix}",
                 "sleep",
                 "infinity",
             )
             set_profile(node)
+            ssh.prepare_node(node.container, state.ssh if connection == "ssh" else None, password)
+            if connection == "ssh":
+                _start_sshd_on_free_port(node)
+        if connection == "ssh":
+            state.save()
+            trust_host_keys(state)
         write_inventory(state, digest)
     except BaseException:  # also Ctrl-C: leave nothing behind
         down(state_dir)
@@ -271,20 +346,74 @@ def down(state_dir: Path) -> list[str]:
         stop_detached_mirror(state.mirror_pid)
         removed.append(f"mirror (pid {state.mirror_pid})")
         (state_dir / "lab.json").unlink()
+    if ssh.files(state_dir).root.exists():  # the lab's key pair, known_hosts and sudo password
+        shutil.rmtree(ssh.files(state_dir).root)
+        removed.append("ssh keys and sudo password")
     return removed
+
+
+def _start_sshd_on_free_port(node: Node, attempts: int = 3) -> None:
+    """Start the node's sshd on a free loopback port (another lab may take a port between probe and bind)."""
+    for attempt in range(attempts):
+        node.ssh_port = _free_port()
+        try:
+            ssh.start_sshd(node.container, node.ssh_port)
+            return
+        except ssh.SshLabError:
+            if attempt == attempts - 1:
+                raise
+
+
+def trust_host_keys(state: LabState) -> None:
+    """Write the lab's known_hosts from the nodes' current host keys (read through podman, not over SSH)."""
+    ssh.write_known_hosts(state.ssh, {n.container: n.ssh_port for n in state.nodes})
+
+
+def _ssh_lab(state_dir: Path) -> LabState:
+    state = LabState.load(state_dir)
+    if state is None:
+        raise LabError("no lab is up; run `gpulab lab up --connection ssh` first")
+    if state.connection != "ssh":
+        raise LabError(
+            "this lab's nodes are reached through podman; start it with `gpulab lab up --connection ssh`"
+        )
+    return state
+
+
+SSHD_ACTIONS = ("stop", "start", "new-host-keys", "trust")
+
+
+def sshd(state_dir: Path, node_name: str, action: str) -> Node:
+    """Rehearse SSH trouble on a node: stop/start its sshd, give it new host keys (a reinstalled node),
+    or trust its current host keys again (what an admin does after checking the new key)."""
+    state = _ssh_lab(state_dir)
+    node = state.node(node_name)
+    try:
+        if action == "stop":
+            ssh.stop_sshd(node.container)
+        elif action == "start":
+            if not ssh.sshd_running(node.container):
+                ssh.start_sshd(node.container, node.ssh_port)
+        elif action == "new-host-keys":
+            if ssh.sshd_running(node.container):
+                ssh.stop_sshd(node.container)
+            ssh.start_sshd(node.container, node.ssh_port, new_host_keys=True)
+        elif action == "trust":
+            trust_host_keys(state)
+        else:
+            raise LabError(f"unknown sshd action {action!r}; one of {', '.join(SSHD_ACTIONS)}")
+    except ssh.SshLabError as exc:
+        raise LabError(str(exc)) from exc
+    return node
 
 
 def switch_driver(state_dir: Path, node_name: str, profile: str) -> Node:
     state = LabState.load(state_dir)
     if state is None:
         raise LabError("no lab is up; run `gpulab lab up` first")
-    for node in state.nodes:
-        if node.name == node_name:
-            node.profile = profile
-            set_profile(node)
-            state.save()
-            write_inventory(
-                state, checksums(state_dir / "services")[f"Miniforge3-{LAB_RELEASE}-Linux-x86_64.sh"]
-            )
-            return node
-    raise LabError(f"no lab node {node_name!r}; nodes: {', '.join(n.name for n in state.nodes)}")
+    node = state.node(node_name)
+    node.profile = profile
+    set_profile(node)
+    state.save()
+    write_inventory(state, checksums(state_dir / "services")[f"Miniforge3-{LAB_RELEASE}-Linux-x86_64.sh"])
+    return node

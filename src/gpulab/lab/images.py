@@ -2,6 +2,8 @@
 
 A base image is a Debian `debootstrap --variant=minbase` root with python3 and sudo, plus the first user
 `admin` (passwordless sudo) that a server installer leaves behind, imported with `podman import`.
+An SSH image is a base image recipe plus openssh-server, for `gpulab lab up --connection ssh`: sshd
+configured for key-only logins on loopback, no host keys (each node makes its own when it starts).
 A conda image is a base image with the stand-in Miniforge already installed in /opt/miniconda3, made
 with `podman commit`, for the scenarios that need conda but are not about installing it (installing
 takes each such scenario a container start, a copy and an install per host).
@@ -41,28 +43,65 @@ rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin
 """
 
 
+# What an SSH image adds after _POST_INSTALL. Host keys are removed (the package's postinst made them at
+# build time, so every node would share them); `gpulab.lab.cluster` runs `ssh-keygen -A` in each node.
+# pam_loginuid cannot write /proc/self/loginuid in a container, so it is made optional for sshd only.
+_SSH_POST_INSTALL = """\
+set -eu
+rm -f /etc/ssh/ssh_host_*
+sed -i -E 's/^session\\s+required\\s+pam_loginuid\\.so/session optional pam_loginuid.so/' /etc/pam.d/sshd
+cat > /etc/ssh/sshd_config.d/50-gpulab-lab.conf <<'CONF'
+# gpulab lab node: keys only, loopback only (the port is given on sshd's command line)
+ListenAddress 127.0.0.1
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin no
+CONF
+install -d -m 0700 -o admin -g admin /home/admin/.ssh
+"""
+
+
 @dataclass(frozen=True)
 class Recipe:
     name: str
     suite: str
     packages: tuple[str, ...] = ("python3", "sudo")
+    extra_post: str = ""  # run after _POST_INSTALL (SSH images)
 
     @property
     def tag(self) -> str:
         return f"{IMAGE_REPO}:{self.name}"
 
     @property
+    def post_install(self) -> str:
+        return _POST_INSTALL + self.extra_post
+
+    @property
     def digest(self) -> str:
-        text = json.dumps(
-            {"suite": self.suite, "packages": self.packages, "post": _POST_INSTALL, "variant": "minbase"},
-            sort_keys=True,
-        )
+        recipe: dict[str, object] = {
+            "suite": self.suite,
+            "packages": self.packages,
+            "post": _POST_INSTALL,
+            "variant": "minbase",
+        }
+        if self.extra_post:  # (absent for base images, so their digests stay those of existing images)
+            recipe["extra_post"] = self.extra_post
+        text = json.dumps(recipe, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 RECIPES: dict[str, Recipe] = {
     "debian12": Recipe("debian12", "bookworm"),
     "debian13": Recipe("debian13", "trixie"),
+}
+
+SSH_SUFFIX = "-ssh"
+# The same Debian releases with sshd, for SSH labs: `<base>-ssh`.
+SSH_RECIPES: dict[str, Recipe] = {
+    f"{name}{SSH_SUFFIX}": Recipe(
+        f"{name}{SSH_SUFFIX}", base.suite, (*base.packages, "openssh-server"), _SSH_POST_INSTALL
+    )
+    for name, base in RECIPES.items()
 }
 
 
@@ -130,13 +169,14 @@ def _build_lock(name: str) -> Iterator[None]:
 
 def ensure_image(name: str, *, force: bool = False, log: bool = True) -> str:
     """Build `localhost/gpulab-test:<name>` unless an image from the same recipe exists. Returns the tag."""
-    if name not in RECIPES and name not in CONDA_RECIPES:
-        known = ", ".join(sorted([*RECIPES, *CONDA_RECIPES]))
+    base_recipes = RECIPES | SSH_RECIPES
+    if name not in base_recipes and name not in CONDA_RECIPES:
+        known = ", ".join(sorted([*base_recipes, *CONDA_RECIPES]))
         raise ImageBuildError(f"unknown image {name!r}; known: {known}")
     with _build_lock(name):
         if name in CONDA_RECIPES:
             return _ensure_conda_image(CONDA_RECIPES[name], force=force, log=log)
-        return _ensure_base_image(RECIPES[name], force=force, log=log)
+        return _ensure_base_image(base_recipes[name], force=force, log=log)
 
 
 def _ensure_base_image(recipe: Recipe, *, force: bool, log: bool) -> str:
@@ -164,7 +204,7 @@ def _ensure_base_image(recipe: Recipe, *, force: bool, log: bool) -> str:
             ],
             "debootstrap",
         )
-        _run(["chroot", str(root), "/bin/sh", "-c", _POST_INSTALL], "post-install")
+        _run(["chroot", str(root), "/bin/sh", "-c", recipe.post_install], "post-install")
         tarball = Path(tmp) / "rootfs.tar"
         _run(["tar", "--numeric-owner", "-C", str(root), "-cf", str(tarball), "."], "tar")
         podman(
@@ -226,7 +266,10 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m gpulab.lab.images", description=__doc__)
     parser.add_argument(
-        "names", nargs="*", default=[*sorted(RECIPES), *sorted(CONDA_RECIPES)], help="images to ensure"
+        "names",
+        nargs="*",
+        default=[*sorted(RECIPES), *sorted(CONDA_RECIPES), *sorted(SSH_RECIPES)],
+        help="images to ensure",
     )
     parser.add_argument("--force", action="store_true", help="rebuild even when the recipe is unchanged")
     args = parser.parse_args(argv)

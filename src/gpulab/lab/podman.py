@@ -34,11 +34,21 @@ def require_podman() -> str:
     return path
 
 
-def podman(*args: str, check: bool = True, timeout: float | None = 600) -> str:
-    """Run `podman ARGS...` and return stdout; raise PodmanError with podman's own words on failure."""
+def podman(*args: str, check: bool = True, timeout: float | None = 600, stdin: str | None = None) -> str:
+    """Run `podman ARGS...` and return stdout; raise PodmanError with podman's own words on failure.
+
+    `stdin` is written to podman's standard input (`podman exec -i`): the way secrets reach a container,
+    never on a command line.
+    """
     exe = require_podman()
     proc = subprocess.run(
-        [exe, *args], capture_output=True, text=True, env=podman_env(), check=False, timeout=timeout
+        [exe, *args],
+        capture_output=True,
+        text=True,
+        env=podman_env(),
+        check=False,
+        timeout=timeout,
+        input=stdin,
     )
     if check and proc.returncode != 0:
         msg = (proc.stderr or proc.stdout).strip().splitlines()
