@@ -1,22 +1,22 @@
 #!/usr/bin/env python3
-"""gpulab MLP training check: prove that this Python environment can really train a model.
+"""gpulab MLP training check: prove that this Python environment can really train a model, on the GPU
+when there is one.
 
-Runs two small, fully synthetic training tasks and reports whether each met its stated criterion:
+Two synthetic tasks, each trained until its criterion holds (bounded by --max-epochs / --max-seconds):
 
-* ``xor``: a 2-3-1 sigmoid MLP trained by full-batch gradient descent (binary cross-entropy, hand-written
-  backpropagation in the numpy backend) until all four XOR points are classified correctly; the output for
-  the probe input ``[0.5, 0.5]`` is reported.
-* ``spirals``: two interleaved spirals (2 turns, 200 points, generated here) fitted by a 2-32-32-1 ReLU MLP
-  with Adam until train accuracy >= 0.97 and loss <= 0.10.
+* ``xor``: 2-3-1 sigmoid MLP, full-batch gradient descent (lr 4), until the 4 XOR points are classified
+  correctly. A 2-3-1 net can stall on a plateau: after 1000 epochs it re-draws its weights (``restarts``).
+* ``spirals``: two interleaved spirals (200 points, generated from the seed), 2-32-32-1 ReLU MLP, Adam,
+  until train accuracy >= 0.97 and loss <= 0.10; ``test_accuracy`` on 200 held-out points.
 
-Backends: ``numpy`` (always; CPU, float64) and ``torch`` (float32, on ``cpu`` or ``cuda``). On CUDA the run
-proves the GPU trained: the tensors' device, the GPU's name, agreement with a CPU run of the same seed,
-throughput and peak GPU memory. Deterministic for a seed. Bounded by ``--max-epochs`` and ``--max-seconds``.
+Backends: ``numpy`` (float64, hand-written backpropagation and Adam, CPU) and ``torch`` (float32, autograd,
+torch.optim, on ``cpu`` or ``cuda``); data and initial weights come from numpy and the seed, so every backend
+starts from the same point. On CUDA the check proves the GPU trained: the trained tensors must be on the GPU
+and a torch-on-CPU run of the same seed must agree (losses per epoch, final predictions).
 
-Exit codes: 0 all criteria passed, 1 a criterion failed, 2 usage error, 3 backend or device unavailable,
-4 internal error, 130 interrupted. ``--json`` prints exactly one JSON object (see docs/mlp-check.md).
-
-Shipped by the gpulab ``dl_env`` role; runs on Python 3.10+ with numpy >= 1.22; torch is optional.
+Exit codes: 0 passed, 1 a criterion failed, 2 usage error, 3 backend or device unavailable, 4 internal
+error, 130 interrupted. ``--json`` prints exactly one JSON object (docs/mlp-check.md).
+Shipped by the gpulab ``dl_env`` role; Python 3.10+ with numpy >= 1.22; torch is optional.
 """
 
 from __future__ import annotations
@@ -30,58 +30,41 @@ import platform
 import sys
 import time
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+EXIT_PASSED, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 
-EXIT_PASSED = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_UNAVAILABLE = 3
-EXIT_INTERNAL = 4
-EXIT_INTERRUPTED = 130
+XOR_EPOCHS_PER_ATTEMPT = 1000
+SPIRALS_POINTS, SPIRALS_TURNS, SPIRALS_NOISE = 200, 2.0, 0.02
+ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8
 
-DEFAULT_SEED = 0
-DEFAULT_MAX_EPOCHS = 20000
-DEFAULT_MAX_SECONDS = 300.0
 
-# XOR task: the seed program's 2-3-1 sigmoid network, trained correctly.
-XOR_HIDDEN = 3
-XOR_LEARNING_RATE = 4.0
-XOR_INIT_SCALE = 1.0
-XOR_EPOCHS_PER_ATTEMPT = 1000  # a 2-3-1 sigmoid net can stall in a plateau: re-draw the weights after this
-XOR_PROBE = (0.5, 0.5)
+@dataclass(frozen=True)
+class Task:
+    sizes: tuple[int, ...]
+    activation: str  # of the hidden layers; the output is a logit (binary cross-entropy)
+    optimizer: str  # sgd | adam
+    lr: float
+    min_accuracy: float  # the criterion: train accuracy >= min_accuracy and loss <= max_loss
+    max_loss: float = math.inf
 
-# Spirals task.
-SPIRALS_POINTS = 200
-SPIRALS_TEST_POINTS = 200
-SPIRALS_TURNS = 2.0
-SPIRALS_NOISE = 0.02
-SPIRALS_HIDDEN = 32
-SPIRALS_LEARNING_RATE = 0.02
-SPIRALS_MIN_ACCURACY = 0.97
-SPIRALS_MAX_LOSS = 0.10
-ADAM_BETA1 = 0.9
-ADAM_BETA2 = 0.999
-ADAM_EPS = 1e-8
+    @property
+    def criterion(self) -> str:
+        if self.max_loss == math.inf:
+            return f"all {2 ** self.sizes[0]} XOR points classified correctly"
+        return f"train accuracy >= {self.min_accuracy} and loss <= {self.max_loss}"
 
-# Agreement between a CUDA run and a CPU run (torch, same seed).
+
+TASKS = {
+    "xor": Task((2, 3, 1), "sigmoid", "sgd", 4.0, min_accuracy=1.0),
+    "spirals": Task((2, 32, 32, 1), "relu", "adam", 0.02, min_accuracy=0.97, max_loss=0.10),
+}
+# Agreement of a CUDA run with the CPU run of the same seed (tolerances measured, docs/mlp-check.md).
 AGREEMENT_MIN_PREDICTION = 0.95
 AGREEMENT_LOSS_TOLERANCE = {"xor": 0.01, "spirals": 0.1}
-AGREEMENT_PROBE_TOLERANCE = 0.05
-
-# The JSON's loss curve (drawn by `gpulab report --html`): at most this many [epoch, loss] points.
-LOSS_CURVE_POINTS = 100
-
-# Throughput: training steps of the spirals network on one large batch.
-THROUGHPUT_BATCH = 16384
-THROUGHPUT_WARMUP_STEPS = 3
-THROUGHPUT_STEPS = 20
-
-TASKS = ("xor", "spirals")
-REASON_MAX_CHARS = 600
+LOSS_CURVE_POINTS = 100  # [epoch, loss] points in the JSON (`gpulab report --html` draws them)
 
 
 class UsageError(Exception):
@@ -92,12 +75,7 @@ class Unavailable(Exception):
     """The requested backend or device cannot be used here."""
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> Any:  # argparse would print usage and exit
-        raise UsageError(message)
-
-
-def _one_line(text: str, limit: int = REASON_MAX_CHARS) -> str:
+def _one_line(text: str, limit: int = 600) -> str:
     flat = " ".join(str(text).split())
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
@@ -107,87 +85,239 @@ def _quote(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
-# --------------------------------------------------------------------------------------------------
-# Command line
-# --------------------------------------------------------------------------------------------------
+# -- command line ----------------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # argparse would print usage and exit
+        raise UsageError(message)
 
 
-def _int_at_least(minimum: int) -> Callable[[str], int]:
-    """An argparse type: an integer >= minimum."""
+def _number(kind: type, minimum: float, strict: bool = False) -> Any:
+    """An argparse type: a finite `kind` >= minimum (> when strict)."""
 
-    def parse(text: str) -> int:
+    def parse(text: str) -> Any:
         try:
-            value = int(text)
+            value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+            raise argparse.ArgumentTypeError(
+                f"not {'an integer' if kind is int else 'a number'}: {text!r}"
+            ) from None
+        if not math.isfinite(value) or value < minimum or (strict and value == minimum):
+            what = f"a finite number > {minimum:g}" if strict else f">= {minimum:g}"
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
         return value
 
     return parse
-
-
-def _positive_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="mlp_check.py",
         allow_abbrev=False,
-        description="Train two small MLPs (XOR, two spirals) and check that they learn; exit 0 only if "
-        "every criterion passed. Exit codes: 0 passed, 1 a criterion failed, 2 usage error, "
-        "3 backend or device unavailable, 4 internal error, 130 interrupted.",
+        description="Train two small MLPs (XOR, two spirals) and check that they learn. Exit: 0 passed, "
+        "1 failed, 2 usage error, 3 backend or device unavailable, 4 internal error, 130 interrupted.",
     )
-    parser.add_argument(
-        "--device",
-        choices=("auto", "cpu", "cuda"),
-        default="auto",
-        help="auto: cuda when torch can use it, else cpu (default: auto)",
-    )
-    parser.add_argument(
-        "--backend",
-        choices=("auto", "numpy", "torch"),
-        default="auto",
-        help="auto: torch when it imports, else numpy (default: auto)",
-    )
-    parser.add_argument(
-        "--seed",
-        type=_int_at_least(0),
-        default=DEFAULT_SEED,
-        help=f"seed for data and weights (default: {DEFAULT_SEED})",
-    )
-    parser.add_argument(
-        "--max-epochs",
-        type=_int_at_least(1),
-        default=DEFAULT_MAX_EPOCHS,
-        help=f"epoch limit per task (default: {DEFAULT_MAX_EPOCHS})",
-    )
-    parser.add_argument(
-        "--max-seconds",
-        type=_positive_seconds,
-        default=DEFAULT_MAX_SECONDS,
-        help=f"wall-clock limit for all training, in seconds (default: {DEFAULT_MAX_SECONDS:g})",
-    )
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    add = parser.add_argument
+    add("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: cuda when usable")
+    add("--backend", choices=("auto", "numpy", "torch"), default="auto", help="auto: torch if it imports")
+    add("--seed", type=_number(int, 0), default=0, help="seed for data and weights (default 0)")
+    add("--max-epochs", type=_number(int, 1), default=20000, help="epoch limit per task (default 20000)")
+    add("--max-seconds", type=_number(float, 0, strict=True), default=300.0, help="time limit (default 300)")
+    add("--json", action="store_true", help="print one JSON object instead of text")
     return parser
 
 
-# --------------------------------------------------------------------------------------------------
-# Results
-# --------------------------------------------------------------------------------------------------
+# -- data and initial weights (numpy, float64, the same for every backend) ---------------------------
+def _spirals(np: Any, rng: Any, n: int) -> tuple[Any, Any]:
+    """Two interleaved spirals of SPIRALS_TURNS turns in [-1, 1]^2; labels alternate 0/1."""
+    radius = 0.15 + 0.85 * np.sqrt(rng.uniform(0.0, 1.0, n))
+    label = np.arange(n) % 2
+    angle = radius * SPIRALS_TURNS * 2.0 * math.pi + label * math.pi
+    x = np.stack([radius * np.cos(angle), radius * np.sin(angle)], axis=1) + rng.normal(
+        0.0, SPIRALS_NOISE, (n, 2)
+    )
+    return x, label.reshape(-1, 1).astype(np.float64)
+
+
+@dataclass
+class Problem:
+    """Everything a run needs, drawn once from the seed."""
+
+    data: dict[str, tuple[Any, Any]]
+    held_out: dict[str, Any]  # extra points whose predictions are compared (and scored for spirals)
+    xor_seed: Any  # SeedSequence of the stream of XOR weights (restarts draw more)
+    spirals_init: list[Any]
+
+
+def make_problem(np: Any, seed: int) -> Problem:
+    xor_seq, spirals_seq, test_seq = np.random.SeedSequence(seed).spawn(3)
+    xor = (np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]]), np.array([[0.0], [1.0], [1.0], [0.0]]))
+    rng = np.random.default_rng(spirals_seq)
+    spirals = _spirals(np, rng, SPIRALS_POINTS)
+    init: list[Any] = []
+    sizes = TASKS["spirals"].sizes
+    for fan_in, fan_out in itertools.pairwise(sizes):  # Glorot-uniform weights, zero biases
+        bound = math.sqrt(6.0 / (fan_in + fan_out))
+        init += [rng.uniform(-bound, bound, (fan_in, fan_out)), np.zeros(fan_out)]
+    test = _spirals(np, np.random.default_rng(test_seq), SPIRALS_POINTS)
+    return Problem({"xor": xor, "spirals": spirals}, {"spirals": test}, xor_seq, init)
+
+
+def xor_weights(rng: Any) -> list[Any]:
+    sizes = TASKS["xor"].sizes
+    return [rng.uniform(-1.0, 1.0, shape) for a, b in itertools.pairwise(sizes) for shape in ((a, b), b)]
+
+
+# -- numpy backend: float64, hand-written backpropagation, SGD / Adam (torch's formula) --------------
+def _np_sigmoid(np: Any, z: Any) -> Any:
+    return 0.5 * (1.0 + np.tanh(0.5 * z))  # = 1 / (1 + exp(-z)), without overflow warnings
+
+
+class NumpyMLP:
+    def __init__(self, np: Any, task: Task, x: Any, y: Any, params: list[Any]) -> None:
+        self.np, self.task, self.device = np, task, "cpu"
+        self.x, self.y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+        self.params = [np.array(p, dtype=np.float64) for p in params]
+        self.m = [np.zeros_like(p) for p in self.params]
+        self.v = [np.zeros_like(p) for p in self.params]
+        self.t = 0
+        self._cache: tuple[list[Any], list[Any], Any] | None = None
+
+    def _forward(self, x: Any) -> tuple[list[Any], list[Any], Any]:
+        """Pre-activations and outputs of the hidden layers (input first), and the output logits."""
+        pre, out = [], [x]
+        for w, b in zip(self.params[0:-2:2], self.params[1:-2:2], strict=True):
+            pre.append(out[-1] @ w + b)
+            out.append(
+                _np_sigmoid(self.np, pre[-1])
+                if self.task.activation == "sigmoid"
+                else self.np.maximum(pre[-1], 0.0)
+            )
+        return pre, out, out[-1] @ self.params[-2] + self.params[-1]
+
+    def evaluate(self) -> tuple[float, float]:
+        self._cache = self._forward(self.x)
+        z = self._cache[2]
+        loss = float(self.np.mean(self.np.logaddexp(0.0, z) - self.y * z))  # mean BCE on logits
+        return loss, float(self.np.mean((z > 0) == (self.y > 0.5)))
+
+    def gradients(self) -> list[Any]:
+        """d loss / d params at the last evaluate()."""
+        if self._cache is None:
+            self.evaluate()
+        assert self._cache is not None
+        pre, out, z = self._cache
+        grad = (_np_sigmoid(self.np, z) - self.y) / len(self.x)  # d BCE / d logit
+        grads: list[Any] = []
+        for layer in range(len(out) - 1, -1, -1):
+            grads[:0] = [out[layer].T @ grad, grad.sum(axis=0)]
+            if layer:
+                back = grad @ self.params[2 * layer].T
+                h = out[layer]
+                grad = (
+                    back * h * (1.0 - h) if self.task.activation == "sigmoid" else back * (pre[layer - 1] > 0)
+                )
+        return grads
+
+    def step(self) -> None:
+        grads, lr = self.gradients(), self.task.lr
+        if self.task.optimizer == "sgd":
+            for param, grad in zip(self.params, grads, strict=True):
+                param -= lr * grad
+        else:
+            (b1, b2), self.t = ADAM_BETAS, self.t + 1
+            for i, grad in enumerate(grads):
+                self.m[i] = b1 * self.m[i] + (1.0 - b1) * grad
+                self.v[i] = b2 * self.v[i] + (1.0 - b2) * grad * grad
+                denom = self.np.sqrt(self.v[i]) / math.sqrt(1.0 - b2**self.t) + ADAM_EPS
+                self.params[i] -= (lr / (1.0 - b1**self.t)) * self.m[i] / denom
+        self._cache = None
+
+    def logits(self, x: Any) -> list[float]:
+        return [float(v) for v in self._forward(self.np.asarray(x, dtype=self.np.float64))[2].reshape(-1)]
+
+
+class NumpyBackend:
+    name, device = "numpy", "cpu"
+
+    def __init__(self, np: Any) -> None:
+        self.np = np
+
+    def model(self, task: Task, x: Any, y: Any, params: list[Any]) -> NumpyMLP:
+        return NumpyMLP(self.np, task, x, y, params)
+
+    def synchronize(self) -> None:
+        return None
+
+
+# -- torch backend: float32, autograd, torch.optim ---------------------------------------------------
+class TorchMLP:
+    def __init__(self, torch: Any, device: str, task: Task, x: Any, y: Any, params: list[Any]) -> None:
+        self.torch, self.task = torch, task
+        self.params = [
+            torch.tensor(p, dtype=torch.float32, device=device).requires_grad_(True) for p in params
+        ]
+        self.x = torch.tensor(x, dtype=torch.float32, device=device)
+        self.y = torch.tensor(y, dtype=torch.float32, device=device)
+        if task.optimizer == "sgd":
+            self.optimizer = torch.optim.SGD(self.params, lr=task.lr)
+        else:
+            self.optimizer = torch.optim.Adam(self.params, lr=task.lr, betas=ADAM_BETAS, eps=ADAM_EPS)
+        self.device = str(self.params[0].device)
+        self._loss: Any = None
+
+    def _forward(self, x: Any) -> Any:
+        act = self.torch.sigmoid if self.task.activation == "sigmoid" else self.torch.relu
+        for w, b in zip(self.params[0:-2:2], self.params[1:-2:2], strict=True):
+            x = act(x @ w + b)
+        return x @ self.params[-2] + self.params[-1]
+
+    def evaluate(self) -> tuple[float, float]:
+        z = self._forward(self.x)
+        self._loss = self.torch.nn.functional.binary_cross_entropy_with_logits(z, self.y)
+        correct = ((z > 0) == (self.y > 0.5)).sum().to(self._loss.dtype)
+        loss, count = self.torch.stack([self._loss.detach(), correct]).tolist()  # one device sync
+        return float(loss), int(count) / int(self.y.shape[0])
+
+    def step(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        self._loss.backward()
+        self.optimizer.step()
+
+    def logits(self, x: Any) -> list[float]:
+        with self.torch.no_grad():
+            out = self._forward(self.torch.tensor(x, dtype=self.torch.float32, device=self.x.device))
+        return [float(v) for v in out.reshape(-1).tolist()]
+
+
+class TorchBackend:
+    name = "torch"
+
+    def __init__(self, torch: Any, device: str) -> None:
+        self.torch, self.device = torch, device
+        # The first backward pass and optimizer step set up much of torch (seconds): not the tasks' time.
+        probe = torch.zeros(2, device=device, requires_grad=True)
+        (probe * probe).sum().backward()
+        torch.optim.Adam([probe], lr=0.0).step()
+        self.synchronize()
+
+    def model(self, task: Task, x: Any, y: Any, params: list[Any]) -> TorchMLP:
+        return TorchMLP(self.torch, self.device, task, x, y, params)
+
+    def synchronize(self) -> None:
+        if self.device == "cuda":
+            self.torch.cuda.synchronize()
+
+
+# -- training and agreement --------------------------------------------------------------------------
+@dataclass
+class Limits:
+    max_epochs: int
+    deadline: float  # time.perf_counter() value
 
 
 @dataclass
 class TaskResult:
     name: str
-    criterion: str
     passed: bool = False
     stopped: str = "not-run"  # converged | max-epochs | max-seconds
     loss: float | None = None
@@ -196,15 +326,13 @@ class TaskResult:
     seconds: float = 0.0
     tensor_device: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
-    # For the agreement check, not in the JSON: class predictions (train points, then held-out points)
-    # and the loss before every update.
-    predictions: list[int] = field(default_factory=list)
-    loss_history: list[float] = field(default_factory=list)
+    predictions: list[int] = field(default_factory=list)  # classes at the end (train, then held-out points)
+    loss_history: list[float] = field(default_factory=list)  # the loss before every update
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
+        return {
             "passed": self.passed,
-            "criterion": self.criterion,
+            "criterion": TASKS[self.name].criterion,
             "stopped": self.stopped,
             "loss": self.loss,
             "accuracy": self.accuracy,
@@ -212,524 +340,102 @@ class TaskResult:
             "seconds": round(self.seconds, 6),
             "tensor_device": self.tensor_device,
             "loss_history": loss_curve(self.loss_history),
+            **self.extra,
         }
-        out.update(self.extra)
-        return out
+
+    def failure(self, args: argparse.Namespace) -> str | None:
+        if self.passed:
+            return None
+        state = (
+            f"loss {self.loss:.4g}, accuracy {self.accuracy:.3f}" if self.loss is not None else "no result"
+        )
+        criterion = TASKS[self.name].criterion
+        if self.stopped == "max-seconds":
+            return (
+                f"{self.name}: stopped by --max-seconds {args.max_seconds:g} after {self.epochs} epochs "
+                f"before {criterion} ({state})"
+            )
+        return f"{self.name}: {criterion} not reached within --max-epochs {args.max_epochs} ({state})"
 
 
 def loss_curve(history: list[float]) -> list[list[float]]:
     """[epoch, loss] pairs for a plot: every k-th epoch (<= LOSS_CURVE_POINTS of them) and the last one."""
-    step = max(1, -(-len(history) // LOSS_CURVE_POINTS))
-    picked = list(range(0, len(history), step))
+    picked = list(range(0, len(history), max(1, -(-len(history) // LOSS_CURVE_POINTS))))
     if history and picked[-1] != len(history) - 1:
         picked.append(len(history) - 1)
-    return [[index + 1, round(history[index], 6)] for index in picked]
+    return [[i + 1, round(history[i], 6)] for i in picked]
 
 
-@dataclass
-class RunResult:
-    tasks: dict[str, TaskResult]
-    throughput_samples_per_s: float | None = None
-    peak_gpu_memory_bytes: int | None = None
-
-
-@dataclass
-class Limits:
-    max_epochs: int
-    deadline: float  # time.perf_counter() value
-
-
-def _sigmoid(logit: float) -> float:
-    return 0.5 * (1.0 + math.tanh(0.5 * logit))
-
-
-def _classes(logits: Any) -> list[int]:
-    return [int(v > 0) for v in logits.reshape(-1).tolist()]
-
-
-# --------------------------------------------------------------------------------------------------
-# Data and initial weights (numpy, float64, identical for every backend)
-# --------------------------------------------------------------------------------------------------
-
-
-def _xor_data(np: Any) -> tuple[Any, Any]:
-    x = np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
-    y = np.array([[0.0], [1.0], [1.0], [0.0]])
-    return x, y
-
-
-def _xor_init(np: Any, rng: Any) -> list[Any]:
-    s = XOR_INIT_SCALE
-    return [
-        rng.uniform(-s, s, (2, XOR_HIDDEN)),
-        rng.uniform(-s, s, XOR_HIDDEN),
-        rng.uniform(-s, s, (XOR_HIDDEN, 1)),
-        rng.uniform(-s, s, 1),
-    ]
-
-
-def _spirals(np: Any, rng: Any, n: int) -> tuple[Any, Any]:
-    """Two interleaved spirals of SPIRALS_TURNS turns in [-1, 1]^2; labels alternate 0/1."""
-    radius = 0.15 + 0.85 * np.sqrt(rng.uniform(0.0, 1.0, n))
-    label = np.arange(n) % 2
-    angle = radius * SPIRALS_TURNS * 2.0 * math.pi + label * math.pi
-    x = np.stack([radius * np.cos(angle), radius * np.sin(angle)], axis=1)
-    x = x + rng.normal(0.0, SPIRALS_NOISE, (n, 2))
-    return x, label.reshape(-1, 1).astype(np.float64)
-
-
-def _spirals_init(np: Any, rng: Any) -> list[Any]:
-    sizes = [2, SPIRALS_HIDDEN, SPIRALS_HIDDEN, 1]
-    params: list[Any] = []
-    for fan_in, fan_out in itertools.pairwise(sizes):
-        bound = math.sqrt(6.0 / (fan_in + fan_out))
-        params.append(rng.uniform(-bound, bound, (fan_in, fan_out)))
-        params.append(np.zeros(fan_out))
-    return params
-
-
-@dataclass
-class Problem:
-    """Everything a backend needs, drawn once from the seed."""
-
-    seed: int
-    xor_x: Any
-    xor_y: Any
-    xor_rng_seed: Any  # numpy SeedSequence for the stream of XOR initial weights (restarts draw more)
-    spirals_x: Any
-    spirals_y: Any
-    spirals_test_x: Any
-    spirals_test_y: Any
-    spirals_init: list[Any]
-    bench_x: Any
-    bench_y: Any
-
-
-def make_problem(np: Any, seed: int) -> Problem:
-    xor_seq, spirals_seq, test_seq, bench_seq = np.random.SeedSequence(seed).spawn(4)
-    xor_x, xor_y = _xor_data(np)
-    spirals_rng = np.random.default_rng(spirals_seq)
-    sx, sy = _spirals(np, spirals_rng, SPIRALS_POINTS)
-    init = _spirals_init(np, spirals_rng)
-    tx, ty = _spirals(np, np.random.default_rng(test_seq), SPIRALS_TEST_POINTS)
-    bx, by = _spirals(np, np.random.default_rng(bench_seq), THROUGHPUT_BATCH)
-    return Problem(
-        seed=seed,
-        xor_x=xor_x,
-        xor_y=xor_y,
-        xor_rng_seed=xor_seq,
-        spirals_x=sx,
-        spirals_y=sy,
-        spirals_test_x=tx,
-        spirals_test_y=ty,
-        spirals_init=init,
-        bench_x=bx,
-        bench_y=by,
-    )
-
-
-# --------------------------------------------------------------------------------------------------
-# numpy backend (float64, hand-written backpropagation)
-# --------------------------------------------------------------------------------------------------
-
-
-def _np_sigmoid(np: Any, z: Any) -> Any:
-    return 0.5 * (1.0 + np.tanh(0.5 * z))  # = 1 / (1 + exp(-z)), without overflow warnings
-
-
-def _np_bce_with_logits(np: Any, z: Any, y: Any) -> float:
-    return float(np.mean(np.logaddexp(0.0, z) - y * z))
-
-
-class NumpyXorModel:
-    """2-3-1 MLP, sigmoid hidden and output, binary cross-entropy, plain gradient descent."""
-
-    def __init__(self, np: Any, x: Any, y: Any, params: list[Any]) -> None:
-        self.np = np
-        self.x = np.asarray(x, dtype=np.float64)
-        self.y = np.asarray(y, dtype=np.float64)
-        self.params = [np.array(p, dtype=np.float64) for p in params]
-        self.device = "cpu"
-        self._cache: tuple[Any, Any] | None = None
-
-    def _forward(self, x: Any) -> tuple[Any, Any]:
-        w1, b1, w2, b2 = self.params
-        hidden = _np_sigmoid(self.np, x @ w1 + b1)
-        return hidden, hidden @ w2 + b2
-
-    def evaluate(self) -> tuple[float, float]:
-        hidden, z = self._forward(self.x)
-        self._cache = (hidden, z)
-        accuracy = float(self.np.mean((z > 0) == (self.y > 0.5)))
-        return _np_bce_with_logits(self.np, z, self.y), accuracy
-
-    def gradients(self) -> list[Any]:
-        """d loss / d params at the last evaluate() (mean binary cross-entropy)."""
-        if self._cache is None:
-            self.evaluate()
-        assert self._cache is not None
-        hidden, z = self._cache
-        _, _, w2, _ = self.params
-        dz = (_np_sigmoid(self.np, z) - self.y) / len(self.x)  # d BCE / d logit
-        dw2 = hidden.T @ dz
-        db2 = dz.sum(axis=0)
-        dpre = (dz @ w2.T) * hidden * (1.0 - hidden)  # sigmoid'(a) = s(a) (1 - s(a))
-        dw1 = self.x.T @ dpre
-        db1 = dpre.sum(axis=0)
-        return [dw1, db1, dw2, db2]
-
-    def step(self) -> None:
-        for param, grad in zip(self.params, self.gradients(), strict=True):
-            param -= XOR_LEARNING_RATE * grad
-        self._cache = None
-
-    def fast_step(self) -> None:
-        self.evaluate()
-        self.step()
-
-    def logits(self, x: Any) -> list[float]:
-        return [float(v) for v in self._forward(self.np.asarray(x, dtype=self.np.float64))[1].reshape(-1)]
-
-
-class NumpySpiralsModel:
-    """2-32-32-1 MLP, ReLU hidden layers, logit output, binary cross-entropy, Adam (torch's formula)."""
-
-    def __init__(self, np: Any, x: Any, y: Any, params: list[Any]) -> None:
-        self.np = np
-        self.x = np.asarray(x, dtype=np.float64)
-        self.y = np.asarray(y, dtype=np.float64)
-        self.params = [np.array(p, dtype=np.float64) for p in params]
-        self.m = [np.zeros_like(p) for p in self.params]
-        self.v = [np.zeros_like(p) for p in self.params]
-        self.t = 0
-        self.device = "cpu"
-        self._cache: tuple[Any, ...] | None = None
-
-    def _forward(self, x: Any) -> tuple[Any, ...]:
-        w1, b1, w2, b2, w3, b3 = self.params
-        a1 = x @ w1 + b1
-        h1 = self.np.maximum(a1, 0.0)
-        a2 = h1 @ w2 + b2
-        h2 = self.np.maximum(a2, 0.0)
-        return a1, h1, a2, h2, h2 @ w3 + b3
-
-    def evaluate(self) -> tuple[float, float]:
-        self._cache = self._forward(self.x)
-        z = self._cache[-1]
-        accuracy = float(self.np.mean((z > 0) == (self.y > 0.5)))
-        return _np_bce_with_logits(self.np, z, self.y), accuracy
-
-    def gradients(self) -> list[Any]:
-        if self._cache is None:
-            self.evaluate()
-        assert self._cache is not None
-        a1, h1, a2, h2, z = self._cache
-        _, _, w2, _, w3, _ = self.params
-        dz = (_np_sigmoid(self.np, z) - self.y) / len(self.x)
-        dw3 = h2.T @ dz
-        db3 = dz.sum(axis=0)
-        da2 = (dz @ w3.T) * (a2 > 0)
-        dw2 = h1.T @ da2
-        db2 = da2.sum(axis=0)
-        da1 = (da2 @ w2.T) * (a1 > 0)
-        dw1 = self.x.T @ da1
-        db1 = da1.sum(axis=0)
-        return [dw1, db1, dw2, db2, dw3, db3]
-
-    def step(self) -> None:
-        np = self.np
-        self.t += 1
-        correction1 = 1.0 - ADAM_BETA1**self.t
-        correction2 = 1.0 - ADAM_BETA2**self.t
-        for i, grad in enumerate(self.gradients()):
-            self.m[i] = ADAM_BETA1 * self.m[i] + (1.0 - ADAM_BETA1) * grad
-            self.v[i] = ADAM_BETA2 * self.v[i] + (1.0 - ADAM_BETA2) * grad * grad
-            denom = np.sqrt(self.v[i]) / math.sqrt(correction2) + ADAM_EPS
-            self.params[i] -= (SPIRALS_LEARNING_RATE / correction1) * self.m[i] / denom
-        self._cache = None
-
-    def fast_step(self) -> None:
-        self.evaluate()
-        self.step()
-
-    def logits(self, x: Any) -> list[float]:
-        return [float(v) for v in self._forward(self.np.asarray(x, dtype=self.np.float64))[-1].reshape(-1)]
-
-
-class NumpyBackend:
-    name = "numpy"
-
-    def __init__(self, np: Any) -> None:
-        self.np = np
-        self.device = "cpu"
-
-    def xor_model(self, x: Any, y: Any, params: list[Any]) -> Any:
-        return NumpyXorModel(self.np, x, y, params)
-
-    def spirals_model(self, x: Any, y: Any, params: list[Any]) -> Any:
-        return NumpySpiralsModel(self.np, x, y, params)
-
-    def synchronize(self) -> None:
-        return None
-
-    def reset_peak_memory(self) -> None:
-        return None
-
-    def peak_memory(self) -> int | None:
-        return None
-
-
-# --------------------------------------------------------------------------------------------------
-# torch backend (float32, autograd, torch.optim)
-# --------------------------------------------------------------------------------------------------
-
-
-class TorchXorModel:
-    def __init__(self, torch: Any, device: str, x: Any, y: Any, params: list[Any]) -> None:
-        self.torch = torch
-        self.params = [
-            torch.tensor(p, dtype=torch.float32, device=device).requires_grad_(True) for p in params
-        ]
-        self.x = torch.tensor(x, dtype=torch.float32, device=device)
-        self.y = torch.tensor(y, dtype=torch.float32, device=device)
-        self.optimizer = torch.optim.SGD(self.params, lr=XOR_LEARNING_RATE)
-        self.device = str(self.params[0].device)
-        self._loss: Any = None
-
-    def _forward(self, x: Any) -> Any:
-        w1, b1, w2, b2 = self.params
-        return self.torch.sigmoid(x @ w1 + b1) @ w2 + b2
-
-    def _loss_of(self, z: Any) -> Any:
-        return self.torch.nn.functional.binary_cross_entropy_with_logits(z, self.y)
-
-    def evaluate(self) -> tuple[float, float]:
-        z = self._forward(self.x)
-        self._loss = self._loss_of(z)
-        correct = ((z > 0) == (self.y > 0.5)).sum().to(self._loss.dtype)
-        loss, count = self.torch.stack([self._loss.detach(), correct]).tolist()
-        return float(loss), int(count) / int(self.y.shape[0])
-
-    def step(self) -> None:
-        self.optimizer.zero_grad(set_to_none=True)
-        self._loss.backward()
-        self.optimizer.step()
-        self._loss = None
-
-    def fast_step(self) -> None:
-        self._loss = self._loss_of(self._forward(self.x))
-        self.step()
-
-    def logits(self, x: Any) -> list[float]:
-        torch = self.torch
-        with torch.no_grad():
-            out = self._forward(torch.tensor(x, dtype=torch.float32, device=self.x.device))
-        return [float(v) for v in out.reshape(-1).tolist()]
-
-
-class TorchSpiralsModel(TorchXorModel):
-    def __init__(self, torch: Any, device: str, x: Any, y: Any, params: list[Any]) -> None:
-        self.torch = torch
-        nn = torch.nn
-        sizes = [2, SPIRALS_HIDDEN, SPIRALS_HIDDEN, 1]
-        layers: list[Any] = []
-        for fan_in, fan_out in itertools.pairwise(sizes):
-            layers += [nn.Linear(fan_in, fan_out), nn.ReLU()]
-        self.net = nn.Sequential(*layers[:-1])
-        linears = [layer for layer in self.net if isinstance(layer, nn.Linear)]
-        with torch.no_grad():
-            for layer, weight, bias in zip(linears, params[0::2], params[1::2], strict=True):
-                layer.weight.copy_(torch.tensor(weight.T, dtype=torch.float32))
-                layer.bias.copy_(torch.tensor(bias, dtype=torch.float32))
-        self.net.to(device)
-        self.params = list(self.net.parameters())
-        self.x = torch.tensor(x, dtype=torch.float32, device=device)
-        self.y = torch.tensor(y, dtype=torch.float32, device=device)
-        self.optimizer = torch.optim.Adam(
-            self.params, lr=SPIRALS_LEARNING_RATE, betas=(ADAM_BETA1, ADAM_BETA2), eps=ADAM_EPS
-        )
-        self.device = str(self.params[0].device)
-        self._loss = None
-
-    def _forward(self, x: Any) -> Any:
-        return self.net(x)
-
-
-class TorchBackend:
-    name = "torch"
-
-    def __init__(self, torch: Any, device: str) -> None:
-        self.torch = torch
-        self.device = device
-        # The first optimizer and backward pass import and set up much of torch (seconds): do it here so
-        # that the tasks' seconds measure training.
-        probe = torch.zeros(2, device=device, requires_grad=True)
-        for optimizer in (torch.optim.SGD([probe], lr=0.0), torch.optim.Adam([probe], lr=0.0)):
-            optimizer.zero_grad(set_to_none=True)
-            (probe * probe).sum().backward()
-            optimizer.step()
-        self.synchronize()
-
-    def xor_model(self, x: Any, y: Any, params: list[Any]) -> Any:
-        return TorchXorModel(self.torch, self.device, x, y, params)
-
-    def spirals_model(self, x: Any, y: Any, params: list[Any]) -> Any:
-        return TorchSpiralsModel(self.torch, self.device, x, y, params)
-
-    def synchronize(self) -> None:
-        if self.device == "cuda":
-            self.torch.cuda.synchronize()
-
-    def reset_peak_memory(self) -> None:
-        if self.device == "cuda":
-            self.torch.cuda.reset_peak_memory_stats()
-
-    def peak_memory(self) -> int | None:
-        if self.device == "cuda":
-            return int(self.torch.cuda.max_memory_allocated())
-        return None
-
-
-# --------------------------------------------------------------------------------------------------
-# Training drivers (shared by both backends)
-# --------------------------------------------------------------------------------------------------
-
-XOR_CRITERION = "all 4 XOR points classified correctly"
-SPIRALS_CRITERION = f"train accuracy >= {SPIRALS_MIN_ACCURACY} and loss <= {SPIRALS_MAX_LOSS}"
-
-
-def _stop_reason(epochs: int, limits: Limits) -> str | None:
-    if epochs >= limits.max_epochs:
-        return "max-epochs"
-    if time.perf_counter() >= limits.deadline:
-        return "max-seconds"
-    return None
-
-
-def train_xor(np: Any, backend: Any, problem: Problem, limits: Limits) -> TaskResult:
-    result = TaskResult("xor", XOR_CRITERION)
-    rng = np.random.default_rng(problem.xor_rng_seed)
-    start = time.perf_counter()
-    epochs = 0
-    attempts = 0
-    attempt_epochs = 0
-    model: Any = None
+def train(np: Any, backend: Any, problem: Problem, name: str, limits: Limits) -> TaskResult:
+    task, (x, y), result = TASKS[name], problem.data[name], TaskResult(name)
+    xor_rng = np.random.default_rng(problem.xor_seed)
+    start, restarts, attempt, model = time.perf_counter(), -1, 0, None
     while True:
-        if model is None or attempt_epochs >= XOR_EPOCHS_PER_ATTEMPT:
-            model = backend.xor_model(problem.xor_x, problem.xor_y, _xor_init(np, rng))
-            attempts += 1
-            attempt_epochs = 0
+        if model is None or (name == "xor" and attempt >= XOR_EPOCHS_PER_ATTEMPT):
+            model = backend.model(task, x, y, xor_weights(xor_rng) if name == "xor" else problem.spirals_init)
+            restarts, attempt = restarts + 1, 0
         loss, accuracy = model.evaluate()
         result.loss_history.append(loss)
-        if accuracy >= 1.0:
+        if accuracy >= task.min_accuracy and loss <= task.max_loss:
             result.stopped = "converged"
-            break
-        stop = _stop_reason(epochs, limits)
-        if stop is not None:
-            result.stopped = stop
-            break
-        model.step()
-        epochs += 1
-        attempt_epochs += 1
+        elif result.epochs >= limits.max_epochs:
+            result.stopped = "max-epochs"
+        elif time.perf_counter() >= limits.deadline:
+            result.stopped = "max-seconds"
+        else:
+            model.step()
+            result.epochs, attempt = result.epochs + 1, attempt + 1
+            continue
+        break
     backend.synchronize()
     result.seconds = time.perf_counter() - start
-    result.passed = result.stopped == "converged"
-    result.loss, result.accuracy, result.epochs = loss, accuracy, epochs
+    result.passed, result.loss, result.accuracy = result.stopped == "converged", loss, accuracy
     result.tensor_device = model.device
-    outputs = model.logits(problem.xor_x)
-    probe_logit = model.logits(np.array([XOR_PROBE]))[0]
-    result.predictions = _classes(np.array(outputs))
-    result.extra = {
-        "restarts": attempts - 1,
-        "outputs": [round(_sigmoid(v), 6) for v in outputs],
-        "probe_input": list(XOR_PROBE),
-        "probe": _sigmoid(probe_logit),
-    }
+    result.predictions = [int(v > 0) for v in model.logits(x)]
+    if name == "xor":
+        result.extra = {"restarts": restarts}
+    else:
+        test_x, test_y = problem.held_out[name]
+        held_out = [int(v > 0) for v in model.logits(test_x)]
+        result.predictions += held_out
+        hits = sum(int(p == t) for p, t in zip(held_out, test_y.reshape(-1).tolist(), strict=True))
+        result.extra = {"test_accuracy": hits / len(held_out)}
     return result
 
 
-def train_spirals(np: Any, backend: Any, problem: Problem, limits: Limits) -> TaskResult:
-    result = TaskResult("spirals", SPIRALS_CRITERION)
-    start = time.perf_counter()
-    model = backend.spirals_model(problem.spirals_x, problem.spirals_y, problem.spirals_init)
-    epochs = 0
-    while True:
-        loss, accuracy = model.evaluate()
-        result.loss_history.append(loss)
-        if accuracy >= SPIRALS_MIN_ACCURACY and loss <= SPIRALS_MAX_LOSS:
-            result.stopped = "converged"
-            break
-        stop = _stop_reason(epochs, limits)
-        if stop is not None:
-            result.stopped = stop
-            break
-        model.step()
-        epochs += 1
-    backend.synchronize()
-    result.seconds = time.perf_counter() - start
-    result.passed = result.stopped == "converged"
-    result.loss, result.accuracy, result.epochs = loss, accuracy, epochs
-    result.tensor_device = model.device
-    train_classes = _classes(np.array(model.logits(problem.spirals_x)))
-    test_classes = _classes(np.array(model.logits(problem.spirals_test_x)))
-    labels = [int(v) for v in problem.spirals_test_y.reshape(-1)]
-    result.predictions = train_classes + test_classes
-    result.extra = {
-        "points": SPIRALS_POINTS,
-        "architecture": f"2-{SPIRALS_HIDDEN}-{SPIRALS_HIDDEN}-1 relu, adam lr {SPIRALS_LEARNING_RATE}",
-        "test_accuracy": sum(int(a == b) for a, b in zip(test_classes, labels, strict=True)) / len(labels),
-    }
-    return result
+def run_tasks(np: Any, backend: Any, problem: Problem, limits: Limits) -> dict[str, TaskResult]:
+    return {name: train(np, backend, problem, name, limits) for name in TASKS}
 
 
-def measure_throughput(backend: Any, problem: Problem, limits: Limits) -> float | None:
-    """Training samples per second: forward, backward and Adam step on one large batch."""
-    model = backend.spirals_model(problem.bench_x, problem.bench_y, problem.spirals_init)
-    for _ in range(THROUGHPUT_WARMUP_STEPS):
-        model.fast_step()
-    backend.synchronize()
-    start = time.perf_counter()
-    for _ in range(THROUGHPUT_STEPS):
-        if time.perf_counter() >= limits.deadline:
-            return None
-        model.fast_step()
-    backend.synchronize()
-    seconds = time.perf_counter() - start
-    return THROUGHPUT_BATCH * THROUGHPUT_STEPS / seconds if seconds > 0 else None
-
-
-def run_tasks(np: Any, backend: Any, problem: Problem, limits: Limits, throughput: bool = True) -> RunResult:
-    backend.reset_peak_memory()
-    tasks = {
-        "xor": train_xor(np, backend, problem, limits),
-        "spirals": train_spirals(np, backend, problem, limits),
-    }
-    run = RunResult(tasks=tasks)
-    if throughput and time.perf_counter() < limits.deadline:
-        run.throughput_samples_per_s = measure_throughput(backend, problem, limits)
-    run.peak_gpu_memory_bytes = backend.peak_memory()
-    return run
-
-
-def compare_runs(primary: RunResult, reference: RunResult, reference_name: str) -> dict[str, Any]:
-    """Agreement of two runs of the same seed: the reference met every criterion, the losses after each
-    update (over the epochs both did) are within AGREEMENT_LOSS_TOLERANCE, the XOR probes within
-    AGREEMENT_PROBE_TOLERANCE, and the class predictions at the end (XOR: the 4 points; spirals: 200 train +
-    200 held-out points) agree on >= AGREEMENT_MIN_PREDICTION."""
+def compare_runs(
+    primary: dict[str, TaskResult], reference: dict[str, TaskResult], label: str
+) -> dict[str, Any]:
+    """Agreement of two runs of the same seed, per task: the reference met its criterion, the losses after
+    the same number of updates (over the epochs both did) are within AGREEMENT_LOSS_TOLERANCE, and the final
+    class predictions agree on >= AGREEMENT_MIN_PREDICTION of the points."""
     tasks: dict[str, Any] = {}
     failures: list[str] = []
     for name in TASKS:
-        a, b = primary.tasks[name], reference.tasks[name]
-        same = sum(int(p == q) for p, q in zip(a.predictions, b.predictions, strict=False))
+        a, b = primary[name], reference[name]
         total = max(len(a.predictions), len(b.predictions))
-        agreement = same / total if total else 0.0
-        # Same seed, same data, same initial weights: the losses after the same number of updates must
-        # match. Compared over the epochs both runs did (they may stop a few epochs apart).
+        agreement = (
+            sum(int(p == q) for p, q in zip(a.predictions, b.predictions, strict=False)) / total
+            if total
+            else 0.0
+        )
         common = min(len(a.loss_history), len(b.loss_history))
         pairs = zip(a.loss_history[:common], b.loss_history[:common], strict=True)
-        loss_diff = max((abs(x - y) for x, y in pairs), default=None)
+        loss_diff = max((abs(p - q) for p, q in pairs), default=None)
         tolerance = AGREEMENT_LOSS_TOLERANCE[name]
-        entry: dict[str, Any] = {
+        problems = [f"the {label} run did not meet the criterion"] if not b.passed else []
+        if loss_diff is None or loss_diff > tolerance:
+            problems.append(
+                f"losses over the first {common} epochs differ by up to {loss_diff} (tolerance {tolerance})"
+            )
+        if agreement < AGREEMENT_MIN_PREDICTION:
+            problems.append(f"predictions agree on {agreement:.1%} (< {AGREEMENT_MIN_PREDICTION:.0%})")
+        tasks[name] = {
+            "passed": not problems,
             "reference_passed": b.passed,
             "reference_loss": b.loss,
             "reference_epochs": b.epochs,
@@ -739,50 +445,12 @@ def compare_runs(primary: RunResult, reference: RunResult, reference_name: str) 
             "loss_tolerance": tolerance,
             "prediction_agreement": agreement,
         }
-        problems: list[str] = []
-        if not b.passed:
-            problems.append(f"the {reference_name} run did not meet the criterion")
-        if loss_diff is None or loss_diff > tolerance:
-            problems.append(
-                f"losses over the first {common} epochs differ by up to {loss_diff} (tolerance {tolerance})"
-            )
-        if agreement < AGREEMENT_MIN_PREDICTION:
-            problems.append(f"predictions agree on {agreement:.1%} (< {AGREEMENT_MIN_PREDICTION:.0%})")
-        if name == "xor":
-            pa, pb = a.extra.get("probe"), b.extra.get("probe")
-            probe_diff = abs(pa - pb) if pa is not None and pb is not None else None
-            entry.update(reference_probe=pb, probe_diff=probe_diff, probe_tolerance=AGREEMENT_PROBE_TOLERANCE)
-            if probe_diff is None or probe_diff > AGREEMENT_PROBE_TOLERANCE:
-                problems.append(f"probe differs by {probe_diff} (tolerance {AGREEMENT_PROBE_TOLERANCE})")
-        entry["passed"] = not problems
-        tasks[name] = entry
         failures += [f"{name}: {p}" for p in problems]
-    return {
-        "reference": reference_name,
-        "passed": not failures,
-        "min_prediction_agreement": AGREEMENT_MIN_PREDICTION,
-        "tasks": tasks,
-        "failures": failures,
-    }
+    return {"reference": label, "passed": not failures, "min_prediction_agreement": AGREEMENT_MIN_PREDICTION,
+            "tasks": tasks, "failures": failures}  # fmt: skip
 
 
-def task_failure(task: TaskResult, args: argparse.Namespace) -> str | None:
-    if task.passed:
-        return None
-    state = f"loss {task.loss:.4g}, accuracy {task.accuracy:.3f}" if task.loss is not None else "no result"
-    if task.stopped == "max-seconds":
-        return (
-            f"{task.name}: stopped by --max-seconds {args.max_seconds:g} after {task.epochs} epochs "
-            f"before {task.criterion} ({state})"
-        )
-    return f"{task.name}: {task.criterion} not reached within --max-epochs {args.max_epochs} ({state})"
-
-
-# --------------------------------------------------------------------------------------------------
-# Backend and device selection
-# --------------------------------------------------------------------------------------------------
-
-
+# -- backend and device selection --------------------------------------------------------------------
 def import_torch() -> tuple[Any, str | None]:
     """(torch, None) or (None, why it did not import)."""
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
@@ -802,9 +470,6 @@ def cuda_unusable_reason(torch: Any) -> str | None:
             available = bool(torch.cuda.is_available())
         except Exception as exc:
             return f"torch {version}: torch.cuda.is_available() raised {_quote(exc)}"
-    said = [_one_line(str(w.message)) for w in caught]
-    built_cuda = getattr(torch.version, "cuda", None)
-    built_hip = getattr(torch.version, "hip", None)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -817,57 +482,43 @@ def cuda_unusable_reason(torch: Any) -> str | None:
         if available:
             return None
         quoted = "torch.cuda.is_available() is False"
-    if built_cuda is None and built_hip is None:
-        head = f"torch {version} is a CPU-only build (torch.version.cuda is None)"
-    else:
-        runtime = f"CUDA {built_cuda}" if built_cuda else f"HIP {built_hip}"
-        head = f"torch {version} (built for {runtime}) cannot use CUDA"
-    parts = [f"{head}: {quoted}"]
-    parts += [f"torch warned: {text}" for text in said if text and text not in quoted]
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        parts.append(f"CUDA_VISIBLE_DEVICES={visible!r}")
+    built = getattr(torch.version, "cuda", None) and f"CUDA {torch.version.cuda}"
+    built = built or (getattr(torch.version, "hip", None) and f"HIP {torch.version.hip}")
+    head = f"torch {version} (built for {built}) cannot use CUDA" if built else (
+        f"torch {version} is a CPU-only build (torch.version.cuda is None)"
+    )  # fmt: skip
+    parts = [f"{head}: {quoted}"] + [
+        f"torch warned: {m}" for w in caught if (m := _one_line(str(w.message))) not in quoted
+    ]
+    if os.environ.get("CUDA_VISIBLE_DEVICES") is not None:
+        parts.append(f"CUDA_VISIBLE_DEVICES={os.environ['CUDA_VISIBLE_DEVICES']!r}")
     return _one_line("; ".join(parts))
 
 
-@dataclass
-class Selection:
-    backend: str
-    device: str
-    torch: Any = None
-    notes: list[str] = field(default_factory=list)
-
-
-def select(backend: str, device: str, torch: Any, import_error: str | None) -> Selection:
-    """Resolve --backend/--device given the result of import_torch(); raises Unavailable with the reason."""
+def select(backend: str, device: str, torch: Any, import_error: str | None) -> tuple[str, str, list[str]]:
+    """(backend, device, notes) for --backend/--device given import_torch(); else Unavailable(reason)."""
+    if backend == "numpy" and device == "cuda":
+        raise Unavailable(
+            "--device cuda needs the torch backend: the numpy backend runs on the CPU only "
+            "(use --backend torch or --backend auto)"
+        )
     if backend == "numpy":
-        if device == "cuda":
-            raise Unavailable(
-                "--device cuda needs the torch backend: the numpy backend runs on the CPU only "
-                "(use --backend torch or --backend auto)"
-            )
-        return Selection("numpy", "cpu")
+        return "numpy", "cpu", []
     if torch is None:
         if backend == "torch":
             raise Unavailable(f"--backend torch: torch is not importable ({import_error})")
         if device == "cuda":
             raise Unavailable(f"--device cuda needs torch, and torch is not importable ({import_error})")
-        return Selection("numpy", "cpu", notes=[f"torch is not importable ({import_error}); used numpy"])
-    if device == "cpu":
-        return Selection("torch", "cpu", torch)
-    reason = cuda_unusable_reason(torch)
-    if reason is None:
-        return Selection("torch", "cuda", torch)
+        return "numpy", "cpu", [f"torch is not importable ({import_error}); used numpy"]
+    reason = None if device == "cpu" else cuda_unusable_reason(torch)
+    if device == "cpu" or reason is None:
+        return "torch", device if device == "cpu" else "cuda", []
     if device == "cuda":
         raise Unavailable(f"--device cuda: {reason}")
-    return Selection("torch", "cpu", torch, notes=[f"CUDA not used: {reason}"])
+    return "torch", "cpu", [f"CUDA not used: {reason}"]
 
 
-# --------------------------------------------------------------------------------------------------
-# Report
-# --------------------------------------------------------------------------------------------------
-
-
+# -- the check and its report --------------------------------------------------------------------------
 def base_report() -> dict[str, Any]:
     return {
         "schema_version": SCHEMA_VERSION,
@@ -880,117 +531,80 @@ def base_report() -> dict[str, Any]:
         "requested": {"backend": None, "device": None},
         "seed": None,
         "limits": {"max_epochs": None, "max_seconds": None},
-        "tasks": {name: None for name in TASKS},
+        "tasks": dict.fromkeys(TASKS),
         "agreement": None,
-        "throughput_samples_per_s": None,
         "peak_gpu_memory_bytes": None,
-        "versions": {
-            "python": platform.python_version(),
-            "numpy": None,
-            "torch": None,
-            "cuda_runtime": None,
-        },
+        "versions": {"python": platform.python_version(), "numpy": None, "torch": None, "cuda_runtime": None},
         "python_executable": sys.executable,
         "notes": [],
     }
 
 
 def run_check(args: argparse.Namespace, report: dict[str, Any]) -> int:
-    report["requested"] = {"backend": args.backend, "device": args.device}
-    report["seed"] = args.seed
+    report.update(requested={"backend": args.backend, "device": args.device}, seed=args.seed)
     report["limits"] = {"max_epochs": args.max_epochs, "max_seconds": args.max_seconds}
     try:
         import numpy as np
     except Exception as exc:
         raise Unavailable(f"numpy is not importable ({_quote(exc)})") from None
     report["versions"]["numpy"] = np.__version__
-    torch: Any = None
-    import_error: str | None = None
-    if args.backend != "numpy":
-        torch, import_error = import_torch()
+    torch, import_error = import_torch() if args.backend != "numpy" else (None, None)
     if torch is not None:
-        report["versions"]["torch"] = torch.__version__
-        report["versions"]["cuda_runtime"] = getattr(torch.version, "cuda", None)
-        report["backend"] = "torch" if args.backend == "torch" else None
-    selection = select(args.backend, args.device, torch, import_error)
-    report["notes"] += selection.notes
-    report["backend"], report["device"] = selection.backend, selection.device
-    if selection.torch is not None:
+        report["versions"].update(torch=torch.__version__, cuda_runtime=getattr(torch.version, "cuda", None))
+    report["backend"], report["device"], notes = select(args.backend, args.device, torch, import_error)
+    report["notes"] += notes
+    cuda = report["device"] == "cuda"
+    if report["backend"] == "torch":
         torch.manual_seed(args.seed)
-        backend: Any = TorchBackend(torch, selection.device)
-        if selection.device == "cuda":
+        backend: Any = TorchBackend(torch, report["device"])
+        if cuda:
             report["gpu_name"] = torch.cuda.get_device_name(torch.cuda.current_device())
+            torch.cuda.reset_peak_memory_stats()
     else:
         backend = NumpyBackend(np)
-
     problem = make_problem(np, args.seed)
     limits = Limits(max_epochs=args.max_epochs, deadline=time.perf_counter() + args.max_seconds)
     run = run_tasks(np, backend, problem, limits)
-    report["tasks"] = {name: task.to_json() for name, task in run.tasks.items()}
-    report["throughput_samples_per_s"] = run.throughput_samples_per_s
-    report["peak_gpu_memory_bytes"] = run.peak_gpu_memory_bytes
-    failures = [text for text in (task_failure(t, args) for t in run.tasks.values()) if text]
-
-    if selection.device == "cuda":
-        reference = run_tasks(np, TorchBackend(selection.torch, "cpu"), problem, limits, throughput=False)
-        agreement = compare_runs(run, reference, "torch on cpu, same seed")
-        report["agreement"] = agreement
-        failures += [f"agreement with the CPU run: {text}" for text in agreement["failures"]]
-        devices = {task.tensor_device for task in run.tasks.values()}
-        if not all(str(d).startswith("cuda") for d in devices):
-            failures.append(f"tensors were not on the GPU: {sorted(map(str, devices))}")
-    if failures:
-        report["reason"] = "; ".join(failures)
-        return EXIT_FAILED
-    return EXIT_PASSED
-
-
-def _fmt(value: float | None, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
+    report["tasks"] = {name: task.to_json() for name, task in run.items()}
+    failures = [text for text in (task.failure(args) for task in run.values()) if text]
+    if cuda:
+        report["peak_gpu_memory_bytes"] = int(torch.cuda.max_memory_allocated())
+        reference = run_tasks(np, TorchBackend(torch, "cpu"), problem, limits)
+        report["agreement"] = compare_runs(run, reference, "torch on cpu, same seed")
+        failures += [f"agreement with the CPU run: {text}" for text in report["agreement"]["failures"]]
+        devices = sorted({str(task.tensor_device) for task in run.values()})
+        if not all(d.startswith("cuda") for d in devices):
+            failures.append(f"tensors were not on the GPU: {devices}")
+    report["reason"] = "; ".join(failures) or None
+    return EXIT_FAILED if failures else EXIT_PASSED
 
 
 def render_text(report: dict[str, Any]) -> str:
     lines = [f"gpulab MLP check: {'PASSED' if report['passed'] else 'FAILED'} (exit {report['exit_code']})"]
-    versions = report["versions"]
     if report["backend"]:
         where = report["device"] + (f" ({report['gpu_name']})" if report["gpu_name"] else "")
         lines.append(f"  backend {report['backend']} on {where}, seed {report['seed']}")
-    for name in TASKS:
-        task = report["tasks"].get(name)
-        if not task:
-            continue
-        line = (
-            f"  {name:<8} {'ok  ' if task['passed'] else 'FAIL'}  loss {_fmt(task['loss'], '.4f')}"
-            f"  accuracy {_fmt(task['accuracy'], '.3f')}  epochs {task['epochs']}"
-            f"  {task['seconds']:.3f} s  on {task['tensor_device']}"
-        )
-        if name == "xor":
-            line += f"  restarts {task['restarts']}  probe [0.5, 0.5] -> {task['probe']:.4f}"
-        else:
-            line += f"  test accuracy {task['test_accuracy']:.3f}"
-        lines.append(line)
-        lines.append(f"           criterion: {task['criterion']} ({task['stopped']})")
-    if report["throughput_samples_per_s"] is not None:
-        lines.append(
-            f"  throughput {report['throughput_samples_per_s']:.4g} training samples/s"
-            f" (batch {THROUGHPUT_BATCH})"
-        )
+    for name, task in report["tasks"].items():
+        if task:
+            extra = ", ".join(
+                f"{k.replace('_', ' ')} {v:g}" for k, v in task.items() if k in ("restarts", "test_accuracy")
+            )
+            lines.append(
+                f"  {name:<8} {'ok  ' if task['passed'] else 'FAIL'}  loss {task['loss']:.4f}  accuracy "
+                f"{task['accuracy']:.3f}  epochs {task['epochs']}  {task['seconds']:.3f} s"
+                f"  on {task['tensor_device']}"
+                f"  {extra}\n           criterion: {task['criterion']} ({task['stopped']})"
+            )
     if report["peak_gpu_memory_bytes"] is not None:
         lines.append(f"  peak GPU memory {report['peak_gpu_memory_bytes'] / 2**20:.1f} MiB")
-    agreement = report["agreement"]
-    if agreement:
-        diffs = ", ".join(
-            f"{name} loss diff {_fmt(entry['loss_diff'], '.2g')}"
-            f" predictions {entry['prediction_agreement']:.1%}"
-            for name, entry in agreement["tasks"].items()
-        )
+    if report["agreement"]:
+        agreement = report["agreement"]
+        diffs = ", ".join(f"{n} loss diff {e['loss_diff']:.2g} predictions {e['prediction_agreement']:.1%}"
+                          for n, e in agreement["tasks"].items() if e["loss_diff"] is not None)  # fmt: skip
         lines.append(
             f"  agreement with {agreement['reference']}: {'ok' if agreement['passed'] else 'FAIL'} ({diffs})"
         )
-    lines.append(
-        f"  versions: python {versions['python']}, numpy {versions['numpy'] or '-'}, "
-        f"torch {versions['torch'] or '-'}, CUDA runtime {versions['cuda_runtime'] or '-'}"
-    )
+    lines.append("  versions: " + ", ".join(f"{k} {v or '-'}" for k, v in report["versions"].items()))
     lines += [f"  note: {note}" for note in report["notes"]]
     if report["reason"]:
         lines.append(f"reason: {report['reason']}")
@@ -999,15 +613,12 @@ def render_text(report: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    want_json = "--json" in argv
-    report = base_report()
-    parser = build_parser()
+    report, parser = base_report(), build_parser()
     try:
-        args = parser.parse_args(argv)
-        code = run_check(args, report)
+        code = run_check(parser.parse_args(argv), report)
     except UsageError as exc:
         code, report["reason"] = EXIT_USAGE, f"usage error: {exc}"
-        if not want_json:
+        if "--json" not in argv:
             parser.print_usage(sys.stderr)
             print(f"{parser.prog}: error: {exc}", file=sys.stderr)
             return code
@@ -1017,13 +628,8 @@ def main(argv: list[str] | None = None) -> int:
         code, report["reason"] = EXIT_INTERRUPTED, "interrupted"
     except Exception as exc:  # never a traceback: one line an admin can act on
         code, report["reason"] = EXIT_INTERNAL, f"internal error: {_quote(exc)}"
-    report["exit_code"] = code
-    report["passed"] = code == EXIT_PASSED
-    if want_json:
-        print(json.dumps(report, sort_keys=False))
-    else:
-        print(render_text(report))
-    sys.stdout.flush()
+    report.update(exit_code=code, passed=code == EXIT_PASSED)
+    print(json.dumps(report) if "--json" in argv else render_text(report), flush=True)
     return code
 
 

@@ -19,6 +19,10 @@ Filters:
   same package (by its real name) -> the later layer wins at the earlier position; `!name` removes it;
   entries whose name cannot be known are kept verbatim and never merged.
 - `dl_env_spec_digest(text)`: sha256 of the spec's data (comments and key layout do not count).
+- `dl_env_merge_envs(layers, defaults, conda_layers, pip_layers)`: the list of environments of a host
+  (dl_env_envs / dl_env_group_envs / dl_env_host_envs merged by name, defaults from the single-env vars).
+- `dl_env_redact(value)`: URL userinfo (`user:token@`) replaced by `***@` in a text or in every string of a
+  list/mapping (messages, errors, pin changes).
 """
 
 from __future__ import annotations
@@ -421,6 +425,106 @@ def _summarize(check: dict[str, Any]) -> dict[str, Any]:
     return check
 
 
+# -- several environments --------------------------------------------------------------------------
+ENV_LAYERS = ("dl_env_envs", "dl_env_group_envs", "dl_env_host_envs")
+ENV_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+FRAMEWORKS = ("pytorch", "tensorflow", "none")
+# Keys of one env entry and their types; the missing ones come from the single-env variables.
+ENV_KEYS: dict[str, type | tuple[type, ...]] = {
+    "name": str,
+    "state": str,
+    "template": str,
+    "base_file": str,
+    "python_version": (str, int, float),
+    "framework": str,
+    "framework_version": (str, int, float),
+    "channels": list,
+    "variables": dict,
+    "conda_packages": list,
+    "pip_packages": list,
+    "cpu_only": bool,
+}
+_ENV_PACKAGE_KEYS = ("conda_packages", "pip_packages")
+
+
+def merge_envs(
+    layers: list[Any],
+    defaults: dict[str, Any],
+    conda_layers: list[Any] | None = None,
+    pip_layers: list[Any] | None = None,
+) -> list[dict[str, Any]]:
+    """The environments of one host: `layers` are dl_env_envs, dl_env_group_envs, dl_env_host_envs;
+    entries merge by `name` (a later layer's keys replace the earlier ones, its package lists merge
+    like the package variables do, `!name` removes). Missing keys come from `defaults` (the
+    single-env variables); the global package layers come first in every env's lists. No entries at
+    all: the one env the single-env variables describe."""
+    merged: dict[str, dict[str, Any]] = {}
+    for var, layer in zip(ENV_LAYERS, layers, strict=False):
+        if layer is None or layer == "":
+            continue
+        if not isinstance(layer, list):
+            raise SpecError(f"{var} must be a list of environments (mappings with a name), got {layer!r}")
+        for i, entry in enumerate(layer):
+            where = f"{var}[{i}]"
+            if not isinstance(entry, dict):
+                raise SpecError(f"{where} must be a mapping with at least a name, got {entry!r}")
+            unknown = sorted(set(entry) - set(ENV_KEYS))
+            if unknown:
+                known = ", ".join(ENV_KEYS)
+                raise SpecError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {known})")
+            name = entry.get("name")
+            if not isinstance(name, str) or not ENV_NAME.match(name) or name in ("base", "root"):
+                raise SpecError(
+                    f"{where}: name {name!r} must be letters, digits, '_', '.', '-' (not base/root)"
+                )
+            for key, value in entry.items():
+                if not isinstance(value, ENV_KEYS[key]) or (key != "cpu_only" and isinstance(value, bool)):
+                    raise SpecError(f"{where} ({name}): {key} has the wrong type: {value!r}")
+            if entry.get("state", "present") not in ("present", "absent"):
+                raise SpecError(f"{where} ({name}): state must be present or absent, got {entry['state']!r}")
+            if entry.get("framework", "none") not in FRAMEWORKS:
+                choices = ", ".join(FRAMEWORKS)
+                got = entry["framework"]
+                raise SpecError(f"{where} ({name}): framework must be one of {choices}, got {got!r}")
+            old = merged.setdefault(name, {"conda_layers": [], "pip_layers": []})
+            for key, value in entry.items():
+                if key == "conda_packages":
+                    old["conda_layers"].append(value)
+                elif key == "pip_packages":
+                    old["pip_layers"].append(value)
+                else:
+                    old[key] = value
+    if not merged:
+        merged[str(defaults["name"])] = {"conda_layers": [], "pip_layers": []}
+    out: list[dict[str, Any]] = []
+    for name, env in merged.items():
+        full = {k: defaults.get(k) for k in ENV_KEYS if k not in _ENV_PACKAGE_KEYS}
+        full.update({"state": "present", "cpu_only": False})
+        full.update({k: v for k, v in env.items() if not k.endswith("_layers")})
+        full["name"] = name
+        full["python_version"] = str(full["python_version"])
+        full["framework_version"] = str(full.get("framework_version") or "")
+        full["conda_packages"] = merge_specs([*(conda_layers or []), *env["conda_layers"]], "conda")
+        full["pip_packages"] = merge_specs([*(pip_layers or []), *env["pip_layers"]], "pip")
+        out.append(full)
+    return out
+
+
+_URL_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^\s/@'\"]+@")
+
+
+def redact_url_userinfo(value: Any) -> Any:
+    """`https://user:token@host/` -> `https://***@host/` in a text, or in every string of a list or
+    mapping (pin changes, check results); other values come back as they are."""
+    if isinstance(value, str):
+        return _URL_USERINFO.sub(lambda m: f"{m.group('scheme')}***@", value)
+    if isinstance(value, list):
+        return [redact_url_userinfo(v) for v in value]
+    if isinstance(value, dict):
+        return {k: redact_url_userinfo(v) for k, v in value.items()}
+    return value
+
+
 # -- Ansible glue ----------------------------------------------------------------------------------
 def _wrap(func: Any) -> Any:
     def inner(*args: Any, **kwargs: Any) -> Any:
@@ -458,6 +562,10 @@ def _filter_rewrite(
     return str(rewrite_result(text, source, cuda_version, conda, pip)["text"])
 
 
+def _filter_failure_text(result: Any, limit: int = 3000) -> str:
+    return str(redact_url_userinfo(failure_text(result, limit)))
+
+
 def _filter_check(text: str, source: str = "<spec>") -> dict[str, Any]:
     return check_spec(text, source)
 
@@ -472,6 +580,8 @@ class FilterModule:
             "dl_env_spec_rewrite_result": _wrap(rewrite_result),
             "dl_env_merge_specs": _wrap(merge_specs),
             "dl_env_spec_digest": _wrap(spec_digest),
-            "dl_env_failure_text": failure_text,
+            "dl_env_failure_text": _filter_failure_text,
+            "dl_env_merge_envs": _wrap(merge_envs),
+            "dl_env_redact": redact_url_userinfo,
             "dl_env_parse_check": parse_check,
         }

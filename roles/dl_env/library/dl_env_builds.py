@@ -1,0 +1,652 @@
+#!/usr/bin/python
+# Copyright: gpulab contributors
+# Apache-2.0 (see the repository's license)
+"""The one home of dl_env's build safety: which builds gpulab made, which are live or in use, what
+they cost on disk, and whether root may run their python.
+
+Everything that removes or executes a build goes through this module, so prune, `state: absent`,
+the interrupted-run cleanup and the MLP check apply the same rules:
+- a build is gpulab's only when its marker (``conda-meta/gpulab-build.json``) names THAT env; builds
+  made before markers existed are adopted by the digest they recorded (``gpulab-spec.sha256``);
+- the live build (the public name, resolved with realpath) is never removed;
+- a build some process uses (``/proc/*/exe``, ``maps``, ``cwd``) is never removed;
+- root runs a build's python only when every directory from ``/`` to it and the python itself are
+  root-owned and not writable by group/others (sticky allowed above the build), by the real path.
+
+The pure functions are unit-tested (tests/dl_env/test_builds_module.py); the AnsibleModule at the
+end only maps ``state`` to them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import stat
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+DOCUMENTATION = r"""
+module: dl_env_builds
+short_description: Inspect, mark, seal, prune and remove dl_env builds safely
+description:
+  - The build-safety rules of the dl_env role in one place (see the role README, "Builds and safety").
+options:
+  state:
+    description: What to do.
+    type: str
+    required: true
+    choices: [inspect, mark, seal, prune, absent, clean, trusted_python, record]
+  name:
+    description: Environment name (all states but inspect, clean and seal).
+    type: str
+  envs_dir:
+    description: Directory of the public env names.
+    type: path
+  builds_dir:
+    description: Directory of the versioned builds.
+    type: path
+  path:
+    description: A build (mark, seal, record; trusted_python, default the public name).
+    type: path
+  digest:
+    description: Spec digest (mark).
+    type: str
+  run_id:
+    description: Run id recorded in the marker (mark).
+    type: str
+    default: ""
+  complete:
+    description: Whether the build is finished and checked (mark).
+    type: bool
+    default: false
+  keep:
+    description: Builds kept beside the live one (prune).
+    type: int
+    default: 1
+  group:
+    description: Group of the build (seal); empty keeps root.
+    type: str
+    default: ""
+  data:
+    description: The record to keep (record).
+    type: dict
+author: gpulab contributors
+"""
+
+MARKER = "conda-meta/gpulab-build.json"
+DIGEST_FILE = "conda-meta/gpulab-spec.sha256"
+CHECK_RECORD = "conda-meta/gpulab-check.json"
+NEXT_SUFFIX = ".gpulab-next"
+ADOPTED_SUFFIX = "-adopted"
+_HEX12 = "[0-9a-f]{12}"
+
+
+class BuildError(Exception):
+    """A refusal: the message says what and why, for the user."""
+
+
+# -- reading builds ------------------------------------------------------------------------------
+def read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def build_pattern(name: str) -> re.Pattern[str]:
+    """`<name>-<digest12>`: `dl` never matches `dl-cpu-<digest12>`."""
+    return re.compile(rf"^{re.escape(name)}-{_HEX12}$")
+
+
+def recorded_digest(build: Path) -> str:
+    try:
+        return build.joinpath(DIGEST_FILE).read_text(encoding="utf-8").strip()
+    except OSError:
+        return ""
+
+
+def owner_of(build: Path, name: str) -> str:
+    """Why `build` is env `name`'s gpulab build: "marker", "digest" (made before markers: its name
+    carries the digest it recorded), or "" (not gpulab's build of this env: never touched)."""
+    marker = read_json(build / MARKER)
+    if marker is not None:
+        return "marker" if marker.get("env") == name else ""
+    if not build_pattern(name).match(build.name):
+        return ""
+    digest = recorded_digest(build)
+    return "digest" if digest and digest.startswith(build.name[-12:]) else ""
+
+
+def live_build(envs_dir: Path, name: str) -> Path | None:
+    """The real path the public name points at (trailing slashes and symlinked prefixes resolved)."""
+    public = envs_dir / name
+    if not os.path.lexists(public):
+        return None
+    return Path(os.path.realpath(public))
+
+
+def builds_of(builds_dir: Path, name: str) -> list[Path]:
+    """Directories in `builds_dir` that are env `name`'s gpulab builds (marker or recorded digest)."""
+    if not builds_dir.is_dir():
+        return []
+    return sorted(p for p in builds_dir.iterdir() if p.is_dir() and not p.is_symlink() and owner_of(p, name))
+
+
+def is_complete(build: Path) -> bool:
+    marker = read_json(build / MARKER)
+    if marker is not None:
+        return bool(marker.get("complete"))
+    return bool(recorded_digest(build))
+
+
+def created_at(build: Path) -> float:
+    marker = read_json(build / MARKER) or {}
+    value = marker.get("created_epoch")
+    if isinstance(value, int | float):
+        return float(value)
+    try:
+        return build.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+# -- in use ----------------------------------------------------------------------------------------
+def _under(path: str, roots: Iterable[str]) -> str | None:
+    for root in roots:
+        if path == root or path.startswith(root.rstrip("/") + "/"):
+            return root
+    return None
+
+
+def processes_using(paths: Iterable[Path], proc: Path = Path("/proc")) -> list[dict[str, Any]]:
+    """Processes whose executable, mapped files or working directory lie under one of `paths`
+    (real paths): [{pid, command, path}]. Processes that vanish or cannot be read are skipped."""
+    roots = [os.path.realpath(p) for p in paths]
+    found: list[dict[str, Any]] = []
+    try:
+        pids = [p for p in proc.iterdir() if p.name.isdigit()]
+    except OSError:
+        return found
+    for pid_dir in pids:
+        hit: str | None = None
+        for link in ("exe", "cwd"):
+            try:
+                target = os.readlink(pid_dir / link)
+            except OSError:
+                continue
+            hit = hit or _under(target.removesuffix(" (deleted)"), roots)
+        if hit is None:
+            try:
+                with (pid_dir / "maps").open(encoding="utf-8", errors="replace") as fh:
+                    for line in fh:
+                        parts = line.split(None, 5)
+                        if len(parts) == 6 and parts[5].startswith("/"):
+                            hit = _under(parts[5].strip().removesuffix(" (deleted)"), roots)
+                            if hit:
+                                break
+            except OSError:
+                pass
+        if hit is None:
+            continue
+        try:
+            raw = (pid_dir / "cmdline").read_bytes()
+            command = " ".join(a.decode("utf-8", "replace") for a in raw.split(b"\0") if a)
+        except OSError:
+            command = ""
+        if not command:
+            try:
+                command = (pid_dir / "comm").read_text(encoding="utf-8").strip()
+            except OSError:
+                command = "?"
+        found.append({"pid": int(pid_dir.name), "command": command[:200], "path": hit})
+    return sorted(found, key=lambda p: p["pid"])
+
+
+def in_use_message(name: str, users: list[dict[str, Any]]) -> str:
+    who = "; ".join(f"pid {u['pid']} ({u['command']})" for u in users[:5])
+    more = f" and {len(users) - 5} more" if len(users) > 5 else ""
+    return f"environment {name} is in use by {who}{more}: stop them first"
+
+
+# -- disk usage ------------------------------------------------------------------------------------
+def _inodes(root: Path) -> dict[tuple[int, int], tuple[int, int]]:
+    """(dev, ino) -> (bytes on disk, hard-link count; 0 for a directory, which has no other names)
+    for every entry under `root`, symlinks not followed, each inode once."""
+    seen: dict[tuple[int, int], tuple[int, int]] = {}
+    stack = [root]
+    while stack:
+        current = stack.pop()
+        try:
+            st = os.lstat(current)
+        except OSError:
+            continue
+        nlink = 0 if stat.S_ISDIR(st.st_mode) else st.st_nlink
+        seen.setdefault((st.st_dev, st.st_ino), (st.st_blocks * 512, nlink))
+        if stat.S_ISDIR(st.st_mode):
+            try:
+                stack.extend(current / child for child in os.listdir(current))
+            except OSError:
+                continue
+    return seen
+
+
+def disk_usage(trees: dict[str, list[Path]]) -> dict[str, Any]:
+    """Disk used per group of trees (an env's builds) and in total, each hard-linked inode counted
+    once: `bytes` is what the env uses, `exclusive_bytes` what removing it would free (inodes with
+    no link outside it), `total_bytes` all envs together."""
+    per: dict[str, dict[tuple[int, int], tuple[int, int]]] = {}
+    for key, roots in trees.items():
+        inodes: dict[tuple[int, int], tuple[int, int]] = {}
+        for root in roots:
+            for ino, value in _inodes(root).items():
+                inodes.setdefault(ino, value)
+        per[key] = inodes
+    everything: dict[tuple[int, int], int] = {}
+    for inodes in per.values():
+        for ino, (size, _) in inodes.items():
+            everything[ino] = size
+    out: dict[str, Any] = {"envs": {}, "total_bytes": sum(everything.values())}
+    for key, inodes in per.items():
+        in_env = _link_counts(trees[key])
+        out["envs"][key] = {
+            "bytes": sum(size for size, _ in inodes.values()),
+            "exclusive_bytes": sum(
+                size for ino, (size, nlink) in inodes.items() if in_env.get(ino, 0) >= nlink
+            ),
+        }
+    return out
+
+
+def _link_counts(roots: list[Path]) -> dict[tuple[int, int], int]:
+    """How many names each non-directory inode has under `roots` (to tell inodes linked from elsewhere)."""
+    counts: dict[tuple[int, int], int] = {}
+    for root in roots:
+        if not root.is_dir() or root.is_symlink():
+            try:
+                st = os.lstat(root)
+            except OSError:
+                continue
+            counts[(st.st_dev, st.st_ino)] = counts.get((st.st_dev, st.st_ino), 0) + 1
+            continue
+        for dirpath, dirnames, filenames in os.walk(root):
+            for entry in [*dirnames, *filenames]:
+                try:
+                    st = os.lstat(os.path.join(dirpath, entry))
+                except OSError:
+                    continue
+                if not stat.S_ISDIR(st.st_mode):
+                    counts[(st.st_dev, st.st_ino)] = counts.get((st.st_dev, st.st_ino), 0) + 1
+    return counts
+
+
+# -- trust -----------------------------------------------------------------------------------------
+def _unsafe(path: Path, st: os.stat_result, dir_ok_if_sticky: bool, owners: set[int]) -> str:
+    if st.st_uid not in owners:
+        also = " or the user running the check" if os.geteuid() else ""
+        return f"{path} is owned by uid {st.st_uid}, not by root{also}"
+    writable = st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    if writable and not (dir_ok_if_sticky and stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX):
+        return f"{path} is writable by group/others (mode {stat.S_IMODE(st.st_mode):04o})"
+    return ""
+
+
+def _chain(path: Path) -> list[Path]:
+    """`path` and every directory above it, from / down."""
+    return [*reversed(path.parents), path]
+
+
+def trusted_python(prefix: Path) -> Path:
+    """The real path of the python of the environment at `prefix` (a public name or a build), after
+    checking that nobody but root (or the user who runs the check, who could change it anyway) could
+    have changed what it runs: the build `prefix` resolves to and every directory above it, every entry
+    inside the build (what python imports from it), and the python binary with every directory above
+    it (a venv-style build links to a system python) are owned by them and not writable by
+    group/others. Sticky directories are allowed above the build (others cannot rename what they do
+    not own there). All on real paths, so a symlink someone swapped into envs/ leads to their files
+    and is refused."""
+    if not os.path.lexists(prefix) or not (prefix / "bin" / "python").exists():
+        raise BuildError(
+            f"There is no environment {prefix.name} at {prefix}: build it first (playbooks/site.yml)"
+        )
+    build = Path(os.path.realpath(prefix))
+    python = Path(os.path.realpath(build / "bin" / "python"))
+    owners = {0, os.geteuid()}
+    seen: set[Path] = set()
+    for path in [*_chain(build.parent), *_chain(python.parent)]:
+        if path in seen:
+            continue
+        seen.add(path)
+        problem = _unsafe(
+            path, os.lstat(path), dir_ok_if_sticky=build not in (path, *path.parents), owners=owners
+        )
+        if problem:
+            raise BuildError(f"{problem}, so someone else could change what {prefix} runs")
+    for entry in [build, *_walk(build), python]:
+        st = os.lstat(entry)
+        if stat.S_ISLNK(st.st_mode):
+            continue  # a link's own mode means nothing; what it points at inside the build is checked
+        problem = _unsafe(entry, st, dir_ok_if_sticky=False, owners=owners)
+        if problem:
+            raise BuildError(f"{problem}, so someone else could change what {prefix} runs")
+    return python
+
+
+def _walk(root: Path) -> Iterable[Path]:
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in [*dirnames, *filenames]:
+            yield Path(dirpath) / name
+
+
+def seal(build: Path, group: str = "") -> bool:
+    """Make `build` root-owned (group `group` or root) and not writable by group/others; symlinks are
+    never followed. True when anything changed."""
+    import grp
+
+    gid = grp.getgrnam(group).gr_gid if group else 0
+    changed = False
+    for dirpath, dirnames, filenames in os.walk(build):
+        for entry in [dirpath, *(os.path.join(dirpath, n) for n in [*dirnames, *filenames])]:
+            st = os.lstat(entry)
+            if st.st_uid != 0 or st.st_gid != gid:
+                os.lchown(entry, 0, gid)
+                changed = True
+            if stat.S_ISLNK(st.st_mode):
+                continue
+            mode = stat.S_IMODE(st.st_mode)
+            new = mode & ~(stat.S_IWGRP | stat.S_IWOTH)
+            if group:  # the lab group reads (and enters) what the owner may
+                new |= stat.S_IRGRP | (stat.S_IXGRP if mode & stat.S_IXUSR else 0)
+            if new != mode:
+                os.chmod(entry, new)
+                changed = True
+    return changed
+
+
+# -- changing builds -------------------------------------------------------------------------------
+def write_marker(build: Path, name: str, digest: str, run_id: str, complete: bool) -> bool:
+    marker = build / MARKER
+    old = read_json(marker) or {}
+    keep = {k: old.get(k) for k in ("created", "created_epoch")} if old.get("env") == name else {}
+    now = time.time()
+    data = {
+        "env": name,
+        "digest": digest,
+        "created": keep.get("created") or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
+        "created_epoch": keep.get("created_epoch") or now,
+        "run_id": run_id or str(old.get("run_id") or ""),
+        "complete": complete,
+    }
+    if old == data:
+        return False
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    tmp = marker.with_name(marker.name + ".tmp")
+    tmp.write_text(json.dumps(data, sort_keys=True) + "\n", encoding="utf-8")
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, marker)
+    return True
+
+
+def _remove_tree(path: Path) -> None:
+    """Rename away first (atomic: a half-removed build never keeps its name), then delete."""
+    doomed = path.with_name(f".{path.name}.removing")
+    os.replace(path, doomed)
+    shutil.rmtree(doomed)
+
+
+def plan_prune(envs_dir: Path, builds_dir: Path, name: str, keep: int) -> dict[str, Any]:
+    """Which builds of `name` prune would remove, adopt (marker written from the recorded digest) and
+    keep. Never the live build, never an unfinished or unmarked one, never `-adopted`."""
+    live = live_build(envs_dir, name)
+    ours = [b for b in builds_of(builds_dir, name) if Path(os.path.realpath(b)) != live]
+    adopt = [b for b in ours if owner_of(b, name) == "digest"]
+    finished = sorted((b for b in ours if is_complete(b)), key=created_at, reverse=True)
+    return {"remove": finished[max(keep, 0) :], "adopt": adopt, "live": live}
+
+
+def prune(envs_dir: Path, builds_dir: Path, name: str, keep: int, check: bool = False) -> dict[str, Any]:
+    plan = plan_prune(envs_dir, builds_dir, name, keep)
+    removed: list[str] = []
+    skipped: list[str] = []
+    adopted = [str(b) for b in plan["adopt"]]
+    if not check:
+        for build in plan["adopt"]:
+            write_marker(build, name, recorded_digest(build), "adopted", True)
+    for build in plan["remove"]:
+        users = processes_using([build])
+        if users:
+            skipped.append(f"{build} ({in_use_message(name, users)})")
+            continue
+        if not check:
+            _remove_tree(build)
+        removed.append(str(build))
+    return {"removed": removed, "adopted": adopted, "skipped": skipped, "changed": bool(removed or adopted)}
+
+
+def remove_env(envs_dir: Path, builds_dir: Path, name: str, check: bool = False) -> dict[str, Any]:
+    """`state: absent`: refuse while in use or when the public name is not gpulab's; else remove the
+    public name, then every build marked for `name`. `-adopted` (a user's env moved aside) stays."""
+    public = envs_dir / name
+    live = live_build(envs_dir, name)
+    real_builds = Path(os.path.realpath(builds_dir))
+    if live is not None:
+        if not public.is_symlink():
+            raise BuildError(
+                f"{public} is a directory gpulab did not create (no gpulab marker): not removing it; "
+                "remove it with conda yourself if it should go"
+            )
+        if os.path.exists(public) and (live.parent != real_builds or not owner_of(live, name)):
+            raise BuildError(
+                f"{public} points at {live}, which is not a gpulab build of {name}: not removing it"
+            )
+    builds = builds_of(builds_dir, name)
+    users = processes_using([*builds, *([live] if live else [])])
+    if users:
+        raise BuildError(in_use_message(name, users))
+    adopted = builds_dir / f"{name}{ADOPTED_SUFFIX}"
+    removed = [str(public)] * bool(live is not None or public.is_symlink()) + [str(b) for b in builds]
+    result: dict[str, Any] = {"removed": removed, "kept": [str(adopted)] if adopted.exists() else []}
+    if not check:
+        if public.is_symlink():
+            public.unlink()
+        for build in builds:
+            _remove_tree(build)
+    result["changed"] = bool(result["removed"])
+    return result
+
+
+def clean(envs_dir: Path, builds_dir: Path, check: bool = False) -> dict[str, Any]:
+    """Remove what an interrupted run left: temporary `.<name>.gpulab-next` links and half-made
+    builds (marker says incomplete, or no marker and no recorded digest under a `<name>-<digest12>`
+    name), unless live or in use; `.<build>.removing` leftovers of an interrupted removal."""
+    removed: list[str] = []
+    skipped: list[str] = []
+    if envs_dir.is_dir():
+        for link in envs_dir.iterdir():
+            if link.name.startswith(".") and link.name.endswith(NEXT_SUFFIX) and link.is_symlink():
+                removed.append(str(link))
+                if not check:
+                    link.unlink()
+    lives = {live_build(envs_dir, p.name) for p in envs_dir.iterdir()} if envs_dir.is_dir() else set()
+    if builds_dir.is_dir():
+        for build in sorted(builds_dir.iterdir()):
+            if not build.is_dir() or build.is_symlink() or Path(os.path.realpath(build)) in lives:
+                continue
+            marker = read_json(build / MARKER)
+            leftover = build.name.startswith(".") and build.name.endswith(".removing")
+            half = (marker is not None and not marker.get("complete")) or (
+                marker is None
+                and re.match(rf"^.+-{_HEX12}$", build.name) is not None
+                and not recorded_digest(build)
+            )
+            if not (half or leftover):
+                continue
+            users = processes_using([build])
+            if users:
+                skipped.append(f"{build} (in use: {in_use_message(build.name, users)})")
+                continue
+            removed.append(str(build))
+            if not check:
+                shutil.rmtree(build)
+    return {"removed": removed, "skipped": skipped, "changed": bool(removed)}
+
+
+def inspect(envs_dir: Path, builds_dir: Path) -> dict[str, Any]:
+    """Every env gpulab made here (from the markers and recorded digests): its live build, builds,
+    last MLP check record and disk use. Read-only."""
+    names: set[str] = set()
+    if builds_dir.is_dir():
+        for build in builds_dir.iterdir():
+            if not build.is_dir() or build.is_symlink():
+                continue
+            marker = read_json(build / MARKER)
+            if marker and isinstance(marker.get("env"), str):
+                names.add(marker["env"])
+            elif re.match(rf"^.+-{_HEX12}$", build.name) and recorded_digest(build):
+                names.add(build.name[:-13])
+    envs: dict[str, Any] = {}
+    trees: dict[str, list[Path]] = {}
+    for name in sorted(names):
+        live = live_build(envs_dir, name)
+        builds = builds_of(builds_dir, name)
+        trees[name] = builds
+        live_marker = read_json(live / MARKER) if live else None
+        envs[name] = {
+            "public": str(envs_dir / name),
+            "live": str(live) if live and live in [Path(os.path.realpath(b)) for b in builds] else "",
+            "digest": (live_marker or {}).get("digest") or (recorded_digest(live) if live else ""),
+            "builds": [
+                {
+                    "path": str(b),
+                    "complete": is_complete(b),
+                    "digest": (read_json(b / MARKER) or {}).get("digest") or recorded_digest(b),
+                }
+                for b in builds
+            ],
+            "check": (read_json(live / CHECK_RECORD) if live else None) or {},
+            "versions": package_versions(live) if live else {},
+        }
+    usage = disk_usage(trees)
+    for name, info in envs.items():
+        info.update(usage["envs"][name])
+    return {"envs": envs, "disk": usage["envs"], "total_bytes": usage["total_bytes"]}
+
+
+VERSION_PACKAGES = {
+    "python": ("python",),
+    "framework": ("pytorch", "pytorch-gpu", "pytorch-cpu", "tensorflow", "tensorflow-gpu", "tensorflow-cpu"),
+    "cuda": ("cuda-version",),
+}
+
+
+def package_versions(build: Path) -> dict[str, str]:
+    """python / framework / CUDA versions from the build's conda-meta records (conda's own files)."""
+    found: dict[str, str] = {}
+    for path in sorted((build / "conda-meta").glob("*.json")):
+        data = read_json(path)
+        if not data or not isinstance(data.get("name"), str):
+            continue
+        for key, names in VERSION_PACKAGES.items():
+            if data["name"] in names and key not in found:
+                version = str(data.get("version", ""))
+                found[key] = f"{data['name']} {version}" if key == "framework" else version
+    return found
+
+
+def record(build: Path, data: dict[str, Any]) -> None:
+    """The last MLP check of a build (a log for `gpulab envs`, not configuration: reported unchanged)."""
+    path = build / CHECK_RECORD
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, sort_keys=True) + "\n", encoding="utf-8")
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+# -- Ansible glue ----------------------------------------------------------------------------------
+def main() -> None:
+    from ansible.module_utils.basic import AnsibleModule
+
+    module = AnsibleModule(
+        argument_spec={
+            "state": {
+                "type": "str",
+                "required": True,
+                "choices": [
+                    "inspect",
+                    "mark",
+                    "seal",
+                    "prune",
+                    "absent",
+                    "clean",
+                    "trusted_python",
+                    "record",
+                ],
+            },
+            "name": {"type": "str"},
+            "envs_dir": {"type": "path"},
+            "builds_dir": {"type": "path"},
+            "path": {"type": "path"},
+            "digest": {"type": "str"},
+            "run_id": {"type": "str", "default": ""},
+            "complete": {"type": "bool", "default": False},
+            "keep": {"type": "int", "default": 1},
+            "group": {"type": "str", "default": ""},
+            "data": {"type": "dict"},
+        },
+        required_if=[
+            ("state", "inspect", ["envs_dir", "builds_dir"]),
+            ("state", "clean", ["envs_dir", "builds_dir"]),
+            ("state", "prune", ["envs_dir", "builds_dir", "name"]),
+            ("state", "absent", ["envs_dir", "builds_dir", "name"]),
+            ("state", "trusted_python", ["name"]),
+            ("state", "trusted_python", ["envs_dir", "path"], True),
+            ("state", "mark", ["path", "name", "digest"]),
+            ("state", "seal", ["path"]),
+            ("state", "record", ["path", "data"]),
+        ],
+        supports_check_mode=True,
+    )
+    p = module.params
+    state = p["state"]
+    envs_dir = Path(p["envs_dir"]) if p["envs_dir"] else Path("/")
+    builds_dir = Path(p["builds_dir"]) if p["builds_dir"] else Path("/")
+    check = module.check_mode
+    try:
+        if state == "inspect":
+            module.exit_json(changed=False, **inspect(envs_dir, builds_dir))
+        elif state == "trusted_python":
+            prefix = Path(p["path"]) if p["path"] else envs_dir / p["name"]
+            python = trusted_python(prefix)
+            build = Path(os.path.realpath(prefix))
+            ours = bool(owner_of(build, p["name"]))
+            module.exit_json(changed=False, python=str(python), build=str(build), gpulab_build=ours)
+        elif state == "mark":
+            changed = check or write_marker(
+                Path(p["path"]), p["name"], p["digest"], p["run_id"], p["complete"]
+            )
+            module.exit_json(changed=changed)
+        elif state == "seal":
+            module.exit_json(changed=False if check else seal(Path(p["path"]), p["group"]))
+        elif state == "record":
+            if not check:
+                record(Path(p["path"]), p["data"])
+            module.exit_json(changed=False)
+        elif state == "prune":
+            module.exit_json(**prune(envs_dir, builds_dir, p["name"], p["keep"], check))
+        elif state == "absent":
+            module.exit_json(**remove_env(envs_dir, builds_dir, p["name"], check))
+        else:
+            module.exit_json(**clean(envs_dir, builds_dir, check))
+    except BuildError as exc:
+        module.fail_json(msg=str(exc))
+    except (OSError, KeyError) as exc:
+        module.fail_json(msg=f"dl_env_builds {state}: {exc}")
+
+
+if __name__ == "__main__":
+    main()
