@@ -37,7 +37,6 @@ TOP_LEVEL_KEYS = {
     "limits",
     "tasks",
     "agreement",
-    "throughput_samples_per_s",
     "peak_gpu_memory_bytes",
     "versions",
     "python_executable",
@@ -54,8 +53,8 @@ TASK_KEYS = {
     "tensor_device",
     "loss_history",
 }
-XOR_KEYS = TASK_KEYS | {"restarts", "outputs", "probe_input", "probe"}
-SPIRALS_KEYS = TASK_KEYS | {"points", "architecture", "test_accuracy"}
+XOR_KEYS = TASK_KEYS | {"restarts"}
+SPIRALS_KEYS = TASK_KEYS | {"test_accuracy"}
 
 
 def run_script(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> tuple[int, str, str]:
@@ -143,7 +142,7 @@ def test_numpy_backend_converges_and_reports_the_schema(
     rc, report = numpy_default
     assert rc == 0, report["reason"]
     assert set(report) == TOP_LEVEL_KEYS
-    assert report["schema_version"] == 1
+    assert report["schema_version"] == 2
     assert report["passed"] is True and report["reason"] is None
     assert (report["backend"], report["device"], report["gpu_name"]) == ("numpy", "cpu", None)
     assert report["requested"] == {"backend": "numpy", "device": "auto"}
@@ -156,7 +155,6 @@ def test_numpy_backend_converges_and_reports_the_schema(
         "cuda_runtime": None,
     }
     assert report["agreement"] is None and report["peak_gpu_memory_bytes"] is None
-    assert report["throughput_samples_per_s"] > 0
 
     xor, spirals = report["tasks"]["xor"], report["tasks"]["spirals"]
     assert set(xor) == XOR_KEYS and set(spirals) == SPIRALS_KEYS
@@ -164,10 +162,13 @@ def test_numpy_backend_converges_and_reports_the_schema(
         assert task["passed"] is True and task["stopped"] == "converged"
         assert isinstance(task["epochs"], int) and 0 < task["epochs"] < 20000
         assert task["seconds"] >= 0 and task["tensor_device"] == "cpu"
-    # XOR: all four points on the right side of 0.5, and the probe is a probability.
-    assert xor["accuracy"] == 1.0
-    assert [o > 0.5 for o in xor["outputs"]] == [False, True, True, False]
-    assert xor["probe_input"] == [0.5, 0.5] and 0.0 < xor["probe"] < 1.0
+        # The loss curve `gpulab report --html` draws: [epoch, loss] from epoch 1 to the last evaluation,
+        # at most 100 points plus the last, falling overall.
+        curve = task["loss_history"]
+        assert curve[0][0] == 1 and curve[-1][0] == task["epochs"] + 1 and len(curve) <= 101
+        assert [e for e, _ in curve] == sorted({e for e, _ in curve})
+        assert curve[-1][1] == round(task["loss"], 6) < curve[0][1]
+    assert xor["accuracy"] == 1.0 and xor["restarts"] == 0
     # Spirals: the stated criterion, and it generalises to held-out points of the same spirals.
     assert spirals["accuracy"] >= 0.97 and spirals["loss"] <= 0.10
     assert spirals["test_accuracy"] >= 0.9
@@ -198,7 +199,8 @@ def test_text_output_without_json() -> None:
     rc, out, err = run_script("--backend", "numpy", "--seed", "3")
     assert rc == 0, out + err
     assert out.startswith("gpulab MLP check: PASSED (exit 0)")
-    assert "probe [0.5, 0.5] -> " in out and "spirals" in out and "throughput" in out
+    assert "criterion: all 4 XOR points classified correctly (converged)" in out
+    assert "spirals" in out and "test accuracy 0.9" in out
     with pytest.raises(json.JSONDecodeError):
         json.loads(out)
 
@@ -291,8 +293,8 @@ def test_backprop_matches_finite_differences(mlp: ModuleType) -> None:
     problem = mlp.make_problem(np, 5)
     rng = np.random.default_rng(11)
     models = [
-        mlp.NumpyXorModel(np, problem.xor_x, problem.xor_y, mlp._xor_init(np, rng)),
-        mlp.NumpySpiralsModel(np, problem.spirals_x, problem.spirals_y, problem.spirals_init),
+        mlp.NumpyMLP(np, mlp.TASKS["xor"], *problem.data["xor"], mlp.xor_weights(rng)),
+        mlp.NumpyMLP(np, mlp.TASKS["spirals"], *problem.data["spirals"], problem.spirals_init),
     ]
     for model in models:
         model.evaluate()
@@ -307,7 +309,7 @@ def test_backprop_matches_finite_differences(mlp: ModuleType) -> None:
                 down = model.evaluate()[0]
                 flat[i] = saved
                 numeric = (up - down) / 2e-6
-                assert abs(numeric - flat_grad[i]) <= 1e-6 + 1e-5 * abs(numeric), (type(model).__name__, i)
+                assert abs(numeric - flat_grad[i]) <= 1e-6 + 1e-5 * abs(numeric), (model.task, i)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -368,8 +370,8 @@ def _implementations_agree(mlp: ModuleType) -> None:
 
     limits = mlp.Limits(max_epochs=20000, deadline=time.perf_counter() + 120)
     problem = mlp.make_problem(np, 0)
-    by_torch = mlp.run_tasks(np, mlp.TorchBackend(torch, "cpu"), problem, limits, throughput=False)
-    by_numpy = mlp.run_tasks(np, mlp.NumpyBackend(np), problem, limits, throughput=False)
+    by_torch = mlp.run_tasks(np, mlp.TorchBackend(torch, "cpu"), problem, limits)
+    by_numpy = mlp.run_tasks(np, mlp.NumpyBackend(np), problem, limits)
     agreement = mlp.compare_runs(by_torch, by_numpy, "numpy")
     assert agreement["passed"], agreement["failures"]
     assert agreement["tasks"]["xor"]["loss_diff"] < 1e-4
@@ -378,7 +380,7 @@ def _implementations_agree(mlp: ModuleType) -> None:
     # A reference that stopped after 3 epochs did not train: the agreement check must say so. Its first
     # losses are those of the full run (same data, same weights), so only the outcome differs.
     short = mlp.Limits(max_epochs=3, deadline=time.perf_counter() + 120)
-    untrained = mlp.run_tasks(np, mlp.NumpyBackend(np), problem, short, throughput=False)
+    untrained = mlp.run_tasks(np, mlp.NumpyBackend(np), problem, short)
     disagreement = mlp.compare_runs(by_torch, untrained, "numpy, 3 epochs")
     assert not disagreement["passed"]
     assert "spirals: the numpy, 3 epochs run did not meet the criterion" in disagreement["failures"]
@@ -387,7 +389,7 @@ def _implementations_agree(mlp: ModuleType) -> None:
     assert spirals["compared_epochs"] == 4 and spirals["loss_diff"] < 1e-4
 
     # A loss trajectory that leaves the tolerance fails the check.
-    by_numpy.tasks["spirals"].loss_history[10] += 0.2
+    by_numpy["spirals"].loss_history[10] += 0.2
     drifted = mlp.compare_runs(by_torch, by_numpy, "numpy")
     assert [f for f in drifted["failures"] if f.startswith("spirals: losses over the first")]
     assert not drifted["passed"] and drifted["tasks"]["xor"]["passed"]

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
+import pwd
 import re
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from .context import SUBDIR, Context, all_user_homes, channel_display_name, home
+from .context import SUBDIR, Context, channel_display_name, home
 
 STANDIN_NOTE = (
     "gpulab stand-in record: conda-only package, NOT installed (nothing was downloaded or linked); "
@@ -29,39 +28,22 @@ def site_packages(prefix: Path) -> Path | None:
     return libs[0] if libs else None
 
 
-def env_python_version(prefix: Path) -> str:
-    cfg = prefix / "pyvenv.cfg"
-    try:
-        for line in cfg.read_text(encoding="utf-8").splitlines():
-            key, _, value = line.partition("=")
-            if key.strip() in ("version", "version_info"):
-                return value.strip()
-    except OSError:
-        pass
-    return ".".join(str(x) for x in sys.version_info[:3])
-
-
-# -- conda-meta records ---------------------------------------------------------------------------
 def make_record(
     name: str, version: str, channel_url: str, *, noarch: bool, note: str, spec: str
 ) -> dict[str, Any]:
+    """A `conda-meta/<name>-<version>-standin_0.json` record (marked as the stand-in's)."""
     subdir = "noarch" if noarch else SUBDIR
-    build = "standin_0"
-    fn = f"{name}-{version}-{build}.conda"
+    fn = f"{name}-{version}-standin_0.conda"
     return {
-        "build": build,
+        "build": "standin_0",
         "build_number": 0,
         "channel": f"{channel_url}/{subdir}",
-        "depends": [],
-        "files": [],
         "fn": fn,
-        "license": "",
         "name": name,
         "requested_spec": spec,
         "subdir": subdir,
         "url": f"{channel_url}/{subdir}/{fn}",
         "version": version,
-        "gpulab_standin": True,
         "gpulab_standin_note": note,
     }
 
@@ -69,12 +51,9 @@ def make_record(
 def write_record(prefix: Path, record: dict[str, Any]) -> None:
     meta = prefix / "conda-meta"
     meta.mkdir(parents=True, exist_ok=True)
-    for old in meta.glob(f"{record['name']}-*.json"):
-        try:
-            if json.loads(old.read_text(encoding="utf-8")).get("name") == record["name"]:
-                old.unlink()
-        except (OSError, ValueError):
-            continue
+    for old in conda_records(prefix):
+        if old["name"] == record["name"]:
+            (meta / f"{old['name']}-{old['version']}-{old['build']}.json").unlink(missing_ok=True)
     path = meta / f"{record['name']}-{record['version']}-{record['build']}.json"
     path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
@@ -86,19 +65,14 @@ def conda_records(prefix: Path) -> list[dict[str, Any]]:
             rec = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
-        if isinstance(rec, dict) and "name" in rec and "version" in rec:
+        if isinstance(rec, dict) and "name" in rec and "version" in rec and "build" in rec:
             out.append(rec)
     return out
 
 
-def record_base_url(rec: dict[str, Any]) -> str:
-    chan = str(rec.get("channel", ""))
-    return chan.rsplit("/", 1)[0] if chan.endswith(("/" + SUBDIR, "/noarch")) else chan
-
-
 def dist_fields(rec: dict[str, Any]) -> dict[str, Any]:
-    """`dist_fields_dump()` of a conda record (facts §2.7)."""
-    base = record_base_url(rec)
+    """`dist_fields_dump()` of a conda record: the 8 keys of a `conda list --json` entry (facts §2.7)."""
+    base = str(rec["channel"]).rsplit("/", 1)[0]
     return {
         "base_url": base,
         "build_number": rec.get("build_number", 0),
@@ -118,92 +92,66 @@ def norm_name(name: str) -> str:
 def pip_dists(prefix: Path) -> list[tuple[str, str]]:
     """(name, version) of every pip-installed distribution in the env's site-packages."""
     sp = site_packages(prefix)
-    if sp is None:
-        return []
     out = []
-    for info in sorted(sp.glob("*.dist-info")):
-        name = version = ""
+    for info in sorted(sp.glob("*.dist-info")) if sp else []:
         try:
-            with (info / "METADATA").open(encoding="utf-8", errors="replace") as fh:
-                for line in fh:
-                    if not line.strip():
-                        break
-                    if line.startswith("Name:"):
-                        name = line.split(":", 1)[1].strip()
-                    elif line.startswith("Version:"):
-                        version = line.split(":", 1)[1].strip()
+            head = (info / "METADATA").read_text(encoding="utf-8", errors="replace").split("\n\n", 1)[0]
         except OSError:
             continue
-        if name and version:
-            out.append((name, version))
+        fields = dict(line.split(":", 1) for line in head.splitlines() if ":" in line)
+        if fields.get("Name") and fields.get("Version"):
+            out.append((fields["Name"].strip(), fields["Version"].strip()))
     return out
 
 
-def pypi_fields(name: str, version: str) -> dict[str, Any]:
-    """A pip-installed package as `conda list --json` shows it (facts §2.7)."""
-    n = norm_name(name)
-    return {
-        "base_url": "https://conda.anaconda.org/pypi",
-        "build_number": 0,
-        "build_string": "pypi_0",
-        "channel": "pypi",
-        "dist_name": f"{n}-{version}-pypi_0",
-        "name": n,
-        "platform": "pypi",
-        "version": version,
-    }
-
-
 def list_packages(prefix: Path) -> list[dict[str, Any]]:
+    """`conda list --json`: conda records, then pip-only dists as `pypi`/`pypi_0` (facts §2.7), by name."""
     recs = conda_records(prefix)
     conda_names = {norm_name(r["name"]) for r in recs}
     items = [dist_fields(r) for r in recs]
-    items += [pypi_fields(n, v) for n, v in pip_dists(prefix) if norm_name(n) not in conda_names]
+    for name, version in pip_dists(prefix):
+        n = norm_name(name)
+        if n not in conda_names:
+            items.append(
+                {
+                    "base_url": "https://conda.anaconda.org/pypi",
+                    "build_number": 0,
+                    "build_string": "pypi_0",
+                    "channel": "pypi",
+                    "dist_name": f"{n}-{version}-pypi_0",
+                    "name": n,
+                    "platform": "pypi",
+                    "version": version,
+                }
+            )
     return sorted(items, key=lambda d: d["name"])
 
 
-# -- history and state ----------------------------------------------------------------------------
-def history_block(
-    ctx: Context, cmd: str, added: list[dict[str, Any]], removed: list[dict[str, Any]], specs: list[str]
-) -> str:
-    """One `conda-meta/history` revision (facts §7.4)."""
+def append_history(
+    ctx: Context, prefix: Path, cmd: str, added: list[dict[str, Any]], specs: list[str], channel: str = ""
+) -> None:
+    """One `conda-meta/history` revision (facts §7.4); `channel` names the channel of every added record
+    (the installer's records show the configured name, `defaults`), else each record's own."""
     lines = [
         f"==> {time.strftime('%Y-%m-%d %H:%M:%S')} <==",
         f"# cmd: {cmd}",
         f"# conda version: {ctx.conda_version}",
     ]
-    for rec in removed:
-        lines.append(f"-{_hist_dist(rec)}")
-    for rec in added:
-        lines.append(f"+{_hist_dist(rec)}")
+    for r in added:
+        name = channel or channel_display_name(dist_fields(r)["base_url"])
+        lines.append(f"+{name}/{r['subdir']}::{r['name']}-{r['version']}-{r['build']}")
     lines.append(f"# update specs: {json.dumps(specs)}")
-    return "\n".join(lines) + "\n"
+    (prefix / "conda-meta").mkdir(parents=True, exist_ok=True)
+    with (prefix / "conda-meta" / "history").open("a", encoding="utf-8") as fh:
+        fh.write("\n".join(lines) + "\n")
 
 
-def _hist_dist(rec: dict[str, Any]) -> str:
-    base = record_base_url(rec)
-    dist = f"{rec['name']}-{rec['version']}-{rec['build']}"
-    return f"{channel_display_name(base)}/{rec.get('subdir', SUBDIR)}::{dist}"
-
-
-def append_history(prefix: Path, text: str) -> None:
-    meta = prefix / "conda-meta"
-    meta.mkdir(parents=True, exist_ok=True)
-    with (meta / "history").open("a", encoding="utf-8") as fh:
-        fh.write(text)
-
-
-def write_state_vars(prefix: Path, variables: dict[str, Any], merge: bool) -> None:
-    """`variables:` -> `conda-meta/state` as `{"env_vars": {...}}` (facts §2.1, §2.2: merged on update)."""
-    path = prefix / "conda-meta" / "state"
-    current: dict[str, Any] = {}
-    if merge and path.is_file():
-        try:
-            current = json.loads(path.read_text(encoding="utf-8")).get("env_vars", {})
-        except (OSError, ValueError):
-            current = {}
-    current.update({str(k): str(v) for k, v in variables.items()})
-    path.write_text(json.dumps({"env_vars": current}, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+def write_state_vars(prefix: Path, variables: dict[str, Any]) -> None:
+    """`variables:` -> `conda-meta/state` as `{"env_vars": {...}}` (facts §2.1)."""
+    state = {"env_vars": {str(k): str(v) for k, v in variables.items()}}
+    (prefix / "conda-meta" / "state").write_text(
+        json.dumps(state, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+    )
 
 
 def state_vars(prefix: Path) -> dict[str, str]:
@@ -214,89 +162,31 @@ def state_vars(prefix: Path) -> dict[str, str]:
         return {}
 
 
-# -- environments.txt and env listing -------------------------------------------------------------
-def environments_txt(h: Path | None = None) -> Path:
-    return (h or home()) / ".conda" / "environments.txt"
-
-
 def register_env(prefix: Path) -> None:
-    path = environments_txt()
+    """Add the prefix to `~/.conda/environments.txt` (best effort, as conda does)."""
+    path = home() / ".conda" / "environments.txt"
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
         if str(prefix) not in lines:
+            path.parent.mkdir(parents=True, exist_ok=True)
             with path.open("a", encoding="utf-8") as fh:
                 fh.write(f"{prefix}\n")
     except OSError:
         pass
 
 
-def unregister_env(prefix: Path) -> None:
-    path = environments_txt()
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return
-    kept = [ln for ln in lines if ln.strip() and ln.strip() != str(prefix)]
-    path.write_text("".join(f"{ln}\n" for ln in kept), encoding="utf-8")
-
-
 def known_prefixes(ctx: Context) -> list[str]:
-    """`list_all_known_prefixes` (facts §2.5): environments.txt, envs dirs, root; sorted(set(...))."""
-    found: set[str] = set()
-    homes = all_user_homes() if os.geteuid() == 0 else [home()]
-    if home() not in homes:
-        homes.append(home())
-    for h in homes:
+    """`list_all_known_prefixes` (facts §2.5): environments.txt (every user's when root), the envs dirs and
+    the root, `sorted(set(...))`."""
+    homes = {Path(e.pw_dir) for e in pwd.getpwall()} if os.geteuid() == 0 else set()
+    found = {str(ctx.root_prefix)}
+    for h in homes | {home()}:
         try:
-            lines = environments_txt(h).read_text(encoding="utf-8").splitlines()
+            found.update(
+                p.strip()
+                for p in (h / ".conda" / "environments.txt").read_text(encoding="utf-8").splitlines()
+            )
         except OSError:
             continue
-        for line in lines:
-            p = line.strip()
-            if p and is_environment(Path(p)):
-                found.add(p)
-    for d in ctx.envs_dirs:
-        if d.is_dir():
-            for sub in d.iterdir():
-                if is_environment(sub):
-                    found.add(str(sub))
-    found.add(str(ctx.root_prefix))
-    return sorted(found)
-
-
-def _iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return dt.datetime.fromtimestamp(int(ts), tz=dt.UTC).isoformat()
-
-
-def env_details(ctx: Context, prefix: str) -> dict[str, Any]:
-    """One `envs_details` entry (25.11+, facts §2.5)."""
-    p = Path(prefix)
-    hist = p / "conda-meta" / "history"
-    created: float | None = None
-    modified: float | None = None
-    try:
-        with hist.open(encoding="utf-8") as fh:
-            m = re.match(r"==> (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) <==", fh.readline())
-        if m:
-            created = time.mktime(time.strptime(m.group(1), "%Y-%m-%d %H:%M:%S"))
-        modified = hist.stat().st_mtime
-    except OSError:
-        pass
-    is_base = p == ctx.root_prefix
-    name = ""
-    if is_base:
-        name = "base"
-    elif any(p.parent == d for d in ctx.envs_dirs):
-        name = p.name
-    return {
-        "name": name,
-        "created": _iso(created),
-        "last_modified": _iso(modified),
-        "active": os.environ.get("CONDA_PREFIX") == prefix,
-        "base": is_base,
-        "frozen": (p / "conda-meta" / "frozen").exists(),
-        "writable": os.access(p, os.W_OK) if is_environment(p) else None,
-    }
+    found.update(str(sub) for d in ctx.envs_dirs if d.is_dir() for sub in d.iterdir())
+    return sorted(p for p in found if p and is_environment(Path(p)))

@@ -8,49 +8,23 @@ from dataclasses import dataclass
 
 # Packages that exist only as conda builds (CUDA runtime pieces, conda's PyTorch builds, MKL, ...).
 # The stand-in RECORDS them in conda-meta and installs nothing: they never pretend to work.
-CONDA_ONLY_NAMES = frozenset(
-    {
-        "cuda-version",
-        "cudatoolkit",
-        "cudnn",
-        "nccl",
-        "mkl",
-        "mkl-service",
-        "intel-openmp",
-        "libtorch",
-        "pytorch",
-        "pytorch-gpu",
-        "pytorch-cpu",
-        "pytorch-cuda",
-        "pytorch-mutex",
-        "torchvision",
-        "torchaudio",
-        "magma",
-        "cupy",
-        "_openmp_mutex",
-        "libgcc",
-        "libgcc-ng",
-        "libstdcxx",
-        "libstdcxx-ng",
-    }
-)
+# fmt: off
+CONDA_ONLY_NAMES = frozenset({
+    "cuda-version", "cudatoolkit", "cudnn", "nccl", "mkl", "mkl-service", "intel-openmp", "libtorch", "magma",
+    "pytorch", "pytorch-gpu", "pytorch-cpu", "pytorch-cuda", "pytorch-mutex", "torchvision", "torchaudio",
+    "cupy", "_openmp_mutex", "libgcc", "libgcc-ng", "libstdcxx", "libstdcxx-ng",
+})
+# fmt: on
 CONDA_ONLY_PREFIXES = ("cuda-", "libcu", "libnv", "libnccl", "nvidia-")
 
 # Versions recorded for a conda-only package whose spec names none (stand-in choice, documented).
+# fmt: off
 DEFAULT_VERSIONS = {
-    "cuda-version": "12.6",
-    "pytorch": "2.5.1",
-    "pytorch-gpu": "2.5.1",
-    "pytorch-cpu": "2.5.1",
-    "libtorch": "2.5.1",
-    "torchvision": "0.20.1",
-    "torchaudio": "2.5.1",
-    "cudatoolkit": "11.8.0",
-    "pytorch-cuda": "12.4",
-    "nccl": "2.23.4.1",
-    "cudnn": "9.3.0.75",
-    "mkl": "2024.2.2",
+    "cuda-version": "12.6", "pytorch": "2.5.1", "pytorch-gpu": "2.5.1", "pytorch-cpu": "2.5.1",
+    "libtorch": "2.5.1", "torchvision": "0.20.1", "torchaudio": "2.5.1", "cudatoolkit": "11.8.0",
+    "pytorch-cuda": "12.4", "nccl": "2.23.4.1", "cudnn": "9.3.0.75", "mkl": "2024.2.2",
 }
+# fmt: on
 NOARCH = frozenset({"cuda-version", "pytorch-cuda", "pytorch-mutex"})
 
 _SPEC_RE = re.compile(r"^\s*(?:(?P<channel>[^\s:]+)::)?(?P<name>[A-Za-z0-9_.\-]+)\s*(?P<rest>.*?)\s*$")
