@@ -5,6 +5,8 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,6 +38,21 @@ def tool_env() -> dict[str, str]:
     env["ANSIBLE_FORCE_COLOR"] = "0"
     env["PY_COLORS"] = "0"
     return env
+
+
+def run_gpulab(
+    args: list[str], env: dict[str, str], *, cwd: Path | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """`python -m gpulab ARGS` as a user runs it (output captured, never raising on a non-zero exit)."""
+    return subprocess.run(
+        [sys.executable, "-m", "gpulab", *args],
+        cwd=cwd or REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def repo_ansible_env(**extra: str) -> dict[str, str]:

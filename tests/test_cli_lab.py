@@ -8,26 +8,17 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import REPO, require_containers, tool_env
+from tests.conftest import require_containers, run_gpulab, tool_env
 
 
 def _gpulab(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gpulab", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
+    return run_gpulab(args, env, timeout=900)
 
 
 @pytest.fixture(scope="module")

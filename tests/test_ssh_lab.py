@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from gpulab.errors import ExitCode
-from tests.conftest import REPO, require_containers, tool_env
+from tests.conftest import REPO, require_containers, run_gpulab, tool_env
 
 pytestmark = [pytest.mark.containers, pytest.mark.slow]
 
@@ -39,15 +39,7 @@ class SshLab:
 
 
 def _gpulab(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gpulab", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    return run_gpulab(args, env)
 
 
 def _gpulab_k(lab: SshLab, args: list[str], password: str, timeout: int = 900) -> tuple[int, str]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ import yaml
 from gpulab.errors import ExitCode
 from gpulab.redact import Redactor, inventory_secret_values, secret_values
 from tests.cli.helpers import FIXTURES
+from tests.conftest import run_gpulab
 
 SECRETS_PROJECT = FIXTURES / "secrets_project"
 MARK = "SNTL-"  # every sentinel holds it
@@ -61,15 +61,7 @@ def _gpulab(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ)
     env.update(GPULAB_PROJECT_DIR=str(SECRETS_PROJECT), GPULAB_STATE_DIR=str(tmp_path / "runs"))
     env.pop("ANSIBLE_CONFIG", None)
-    return subprocess.run(
-        [sys.executable, "-m", "gpulab", *args],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    return run_gpulab(list(args), env, cwd=tmp_path, timeout=180)
 
 
 def _leaks(root: Path) -> list[str]:
