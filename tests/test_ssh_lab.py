@@ -152,6 +152,16 @@ def test_provision_over_ssh_with_sudo_password_then_rerun_changes_nothing(ssh_la
     for path in (first, second):
         assert ssh_lab.password not in path.read_text()
 
+    # `gpulab envs` over the same SSH + sudo-password connection: each node's env, its digest and last check.
+    rc, out = _gpulab_k(ssh_lab, ["envs", "--json"], ssh_lab.password, timeout=300)
+    assert rc == ExitCode.OK, out[-3000:]
+    listed = json.loads(out[out.index("{") :].replace("\r\n", "\n"))
+    assert listed["failed"] == {} and listed["unreachable"] == {} and set(listed["hosts"]) == {GPU, CPU}
+    for name, host in listed["hosts"].items():
+        env = host["envs"]["gpulab"]
+        assert len(env["digest"]) == 64 and env["check"]["passed"] is True, (name, env)
+        assert env["bytes"] > 0 and host["total_bytes"] >= env["bytes"], (name, host)
+
 
 def test_wrong_sudo_password_is_a_host_failure_not_a_hang(ssh_lab: SshLab) -> None:
     report = ssh_lab.base / "wrong.json"

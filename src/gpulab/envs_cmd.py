@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from gpulab import connection
+from gpulab.connection import ConnectionOptions
 from gpulab.errors import ExitCode, UsageError
 from gpulab.runner import Run, RunRequest, check_inventories, project_dir, state_dir
 
@@ -144,12 +146,21 @@ def exit_code(collected: Collected) -> ExitCode:
     return ExitCode.OK
 
 
-def run_envs(inventories: tuple[Path, ...], limit: str | None, project: Path | None = None) -> Collected:
+def run_envs(
+    inventories: tuple[Path, ...],
+    limit: str | None,
+    project: Path | None = None,
+    options: ConnectionOptions | None = None,
+) -> Collected:
     project = project or project_dir()
     check_inventories(inventories)
-    request = RunRequest(playbook=project / PLAYBOOK, inventories=inventories, limit=limit)
+    options = options or ConnectionOptions()
+    request = RunRequest(
+        playbook=project / PLAYBOOK, inventories=inventories, limit=limit, connection=options
+    )
     collected = Collected()
-    run = Run(request, project, state_dir(project), collected)
+    # The same options and password prompts as provision/check: a sudo-password node is listed with -K.
+    run = Run(request, project, state_dir(project), collected, passwords=options.ask_passwords())
     run.start()
     try:
         while not run.wait(0.2):
@@ -170,7 +181,7 @@ def cmd_envs(args: argparse.Namespace) -> int:
     inventories = tuple(Path(p).expanduser().resolve() for p in given) or (
         project / "inventory" / "local" / "hosts.yml",
     )
-    collected = run_envs(inventories, args.limit, project)
+    collected = run_envs(inventories, args.limit, project, connection.from_args(args))
     if args.json:
         print(json.dumps(result(collected), indent=2, sort_keys=True))
     else:
@@ -193,4 +204,5 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     envs.add_argument("-l", "--limit", help="only these hosts (an Ansible host pattern)")
     envs.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    connection.add_options(envs)
     envs.set_defaults(func=cmd_envs)

@@ -227,6 +227,40 @@ def _changes(record: Mapping[str, Any]) -> str:
     return "".join(out)
 
 
+def _size(value: Any) -> str:
+    return f"{value / 2**30:.2f} GiB" if isinstance(value, int | float) else "-"
+
+
+def _envs(record: Mapping[str, Any]) -> str:
+    """One row per environment of a host that manages several (dl_env's set_stats ``envs``), else ""."""
+    stats = record.get("stats_data") or {}
+    envs = stats.get("envs") if isinstance(stats, Mapping) else None
+    if not isinstance(envs, Mapping) or not envs:
+        return ""
+    out = [
+        "<h3>Environments</h3><table><thead><tr><th>env</th><th>action</th><th>MLP check</th>"
+        "<th>framework</th><th>spec digest</th><th>disk</th><th>only this env</th></tr></thead><tbody>"
+    ]
+    for name, env in sorted(envs.items()):
+        if not isinstance(env, Mapping):
+            continue
+        if env.get("passed") and env.get("verified") is False:
+            check = f"not verified ({env.get('reason') or 'no check backend'})"
+        elif "passed" in env:
+            check = "passed" if env.get("passed") else f"failed: {env.get('reason') or ''}"
+        else:
+            check = "-"
+        out.append(
+            f"<tr><td>{_e(name)}</td><td>{_e(env.get('env_action') or env.get('state'))}</td>"
+            f"<td>{_e(check)}</td><td>{_e(env.get('framework'))}</td>"
+            f"<td>{_e(str(env.get('spec_digest') or '')[:12])}</td><td>{_e(_size(env.get('bytes')))}</td>"
+            f"<td>{_e(_size(env.get('exclusive_bytes')))}</td></tr>"
+        )
+    total = _size(stats.get("disk_total_bytes"))
+    out.append(f"</tbody></table><p>disk used by the host's environments: {_e(total)}</p>")
+    return "".join(out)
+
+
 def render_html(report: Mapping[str, Any], history: Sequence[Mapping[str, Any]] = ()) -> str:
     """The page for ``report``; ``history`` (reports, oldest first) gives the driver/CUDA history."""
     hosts: Mapping[str, Mapping[str, Any]] = report.get("hosts", {})
@@ -262,6 +296,7 @@ def render_html(report: Mapping[str, Any], history: Sequence[Mapping[str, Any]] 
         out.append(_history_table(name, record, history))
         out.append("<h3>What changed</h3>")
         out.append(_changes(record))
+        out.append(_envs(record))
         out.append("</section>")
     errors = report.get("errors") or []
     if errors:

@@ -92,6 +92,41 @@ def test_pin_changes_and_cpu_reference_render() -> None:
     assert "Rewrite &lt;pins&gt;" in page  # escaped
 
 
+def test_each_environment_of_a_host_gets_a_row() -> None:
+    envs = {
+        "torch": {
+            "env_action": "created",
+            "passed": True,
+            "verified": True,
+            "framework": "pytorch",
+            "spec_digest": "ab" * 32,
+            "bytes": 3 * 2**30,
+            "exclusive_bytes": 2**30,
+        },
+        "tf": {
+            "env_action": "unchanged",
+            "passed": True,
+            "verified": False,
+            "framework": "tensorflow",
+            "reason": "no check backend for tensorflow",
+        },
+        "bad": {"env_action": "kept-old", "passed": False, "reason": "pip failed"},
+    }
+    record = {"status": "failed", "counts": {}, "stats_data": {"envs": envs, "disk_total_bytes": 4 * 2**30}}
+    page = render_html({"ident": "x", "command": "provision", "status": "failed", "hosts": {"n1": record}})
+    assert (
+        "<td>torch</td><td>created</td><td>passed</td><td>pytorch</td><td>abababababab</td><td>3.00 GiB</td>"
+        in page
+    )
+    assert "not verified (no check backend for tensorflow)" in page
+    assert "<td>bad</td><td>kept-old</td><td>failed: pip failed</td>" in page
+    assert "environments: 4.00 GiB</p>" in page
+    single = render_html(
+        {"ident": "x", "command": "check", "status": "ok", "hosts": {"n1": {"status": "ok"}}}
+    )
+    assert "<h3>Environments</h3>" not in single
+
+
 @pytest.fixture
 def browser() -> Iterator[Any]:
     if not CHROMEDRIVER.exists() or shutil.which("chromium") is None:
