@@ -100,13 +100,14 @@ _EXPECTED_MINUTES = {
     "test_molecule.py::test_scenario[dl_env/default]": 5.0,
     "test_demo.py::": 4.5,
     "test_ssh_lab.py::": 4.0,
-    "test_molecule.py::test_scenario[dl_env/several_envs]": 4.0,
+    "test_molecule.py::test_scenario[dl_env/several_envs]": 16.0,
     "test_molecule.py::test_scenario[miniconda/upgrade]": 3.5,
     "test_molecule.py::test_scenario[miniconda/default]": 3.0,
     "test_molecule.py::test_scenario[cuda_check/default]": 3.0,
     "test_molecule.py::test_scenario[miniconda/failures]": 3.0,
     "test_molecule.py::test_scenario[cuda_check/driver_upgrade]": 2.0,
     "test_molecule.py::test_scenario[miniconda/user_local]": 2.0,
+    "test_molecule.py::test_scenario[host_lock/default]": 1.5,
     "test_cli_lab.py::": 0.5,
 }
 # Modules whose tests share nothing, so each test is its own unit of work; every other module goes to
@@ -119,10 +120,13 @@ def _scope(nodeid: str) -> str:
     return nodeid if module in _SPLIT_MODULES else module
 
 
+def expected_minutes(nodeid: str) -> float:
+    """The expected minutes of a container test (its entry above, else half a minute)."""
+    return max((m for key, m in _EXPECTED_MINUTES.items() if key in nodeid), default=0.5)
+
+
 def _expected_minutes(item: pytest.Item) -> float:
-    if item.get_closest_marker("containers") is None:
-        return 0.0
-    return max((m for key, m in _EXPECTED_MINUTES.items() if key in item.nodeid), default=0.5)
+    return 0.0 if item.get_closest_marker("containers") is None else expected_minutes(item.nodeid)
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:

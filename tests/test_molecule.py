@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, require_containers, tool_env
+from tests.conftest import REPO, expected_minutes, require_containers, tool_env
 
 LOG_DIR = REPO / ".cache" / "molecule-logs"
 BASE_CONFIG = REPO / ".config" / "molecule" / "config.yml"
-# The longest scenario (dl_env/default) takes about 5 min on 2 busy cores; a stuck one fails well before
-# CI's own limit.
+# A stuck scenario fails well before CI's own limit: GPULAB_SCENARIO_TIMEOUT (default 900 s), or 2.5x the
+# scenario's expected minutes (tests/conftest.py) for the long ones (dl_env/several_envs: about 16 min alone).
 SCENARIO_TIMEOUT = float(os.environ.get("GPULAB_SCENARIO_TIMEOUT", "900"))
 
 
@@ -36,7 +36,12 @@ SCENARIOS = _scenarios()
 @pytest.mark.slow
 @pytest.mark.parametrize(("label", "project", "scenario"), SCENARIOS, ids=[s[0] for s in SCENARIOS])
 def test_scenario(
-    label: str, project: Path, scenario: str, lab_services: dict[str, str], tmp_path: Path
+    label: str,
+    project: Path,
+    scenario: str,
+    lab_services: dict[str, str],
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
 ) -> None:
     require_containers()
     from gpulab.lab.images import CONDA_RECIPES, RECIPES, ensure_image
@@ -50,6 +55,7 @@ def test_scenario(
     env |= {"GPULAB_MOLECULE_RUN": run, "MOLECULE_EPHEMERAL_DIRECTORY": str(tmp_path / "molecule")}
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     log = LOG_DIR / f"{label.replace('/', '__')}{run}.log"
+    limit = max(SCENARIO_TIMEOUT, 2.5 * 60 * expected_minutes(request.node.nodeid))
     with log.open("w") as fh:
         proc = subprocess.Popen(
             ["molecule", "--base-config", str(BASE_CONFIG), "test", "-s", scenario],
@@ -60,11 +66,11 @@ def test_scenario(
             start_new_session=True,
         )
         try:
-            rc = proc.wait(timeout=SCENARIO_TIMEOUT)
+            rc = proc.wait(timeout=limit)
         except subprocess.TimeoutExpired:
             _stop(proc, run)
             pytest.fail(
-                f"molecule scenario {label} ran past GPULAB_SCENARIO_TIMEOUT={SCENARIO_TIMEOUT:.0f} s; "
+                f"molecule scenario {label} ran past its limit of {limit:.0f} s (GPULAB_SCENARIO_TIMEOUT); "
                 f"stopped it and removed its containers (*{run}); log so far: {log}"
             )
     if rc != 0:
