@@ -148,6 +148,18 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _run_options(prov)
+    prov.add_argument(
+        "--batch",
+        type=batch_size,
+        metavar="N|P%",
+        help="rolling run: provision N hosts (or P%% of them) at a time, the next batch only after this one",
+    )
+    prov.add_argument(
+        "--max-fail",
+        type=percentage,
+        metavar="P",
+        help="with --batch: stop the rollout when more than P%% of a batch failed (default 0: any failure)",
+    )
     prov.set_defaults(func=cmd_provision)
 
     check = sub.add_parser(
@@ -232,7 +244,7 @@ def _request(
         raise UsageError("--forks must be at least 1")
     if args.keep_runs < 0:
         raise UsageError("--keep-runs must be 0 (keep all) or more")
-    inventory_hosts(inventories, args.limit)
+    targets = inventory_hosts(inventories, args.limit)
     return RunRequest(
         playbook=book,
         inventories=inventories,
@@ -246,6 +258,7 @@ def _request(
         diff=bool(args.diff),
         forks=args.forks,
         verbosity=int(args.verbose),
+        targets=tuple(targets),
     )
 
 
@@ -414,6 +427,8 @@ def execute(args: argparse.Namespace, playbook: str, extra: dict[str, Any] | Non
         "diff": request.diff,
         "forks": request.forks,
         "connection": request.connection.summary(),
+        "batch": (extra or {}).get("gpulab_batch"),
+        "max_fail_percentage": (extra or {}).get("gpulab_max_fail_percentage"),
     }
     report = build_report(
         state,
@@ -429,6 +444,7 @@ def execute(args: argparse.Namespace, playbook: str, extra: dict[str, Any] | Non
         cancelled=stop.requested or run.cancelled,
         run_dir=str(outcome.run_dir),
         interruption=interruption,
+        targets=request.targets,
     )
     report = redactor.data(report)
     write_report(report, outcome.run_dir / REPORT_NAME)
@@ -440,8 +456,28 @@ def execute(args: argparse.Namespace, playbook: str, extra: dict[str, Any] | Non
     return int(report["exit_code"])
 
 
+def batch_size(text: str) -> str:
+    """`--batch`: hosts per batch (N >= 1) or a share of them (1%..100%), as ansible's `serial` takes it."""
+    value = text.strip()
+    number = value[:-1] if value.endswith("%") else value
+    if not number.isdigit() or int(number) < 1 or (value.endswith("%") and int(number) > 100):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a batch size: give N hosts (N >= 1) or P% (1-100)")
+    return value
+
+
+def percentage(text: str) -> int:
+    """`--max-fail`: 0..100 (a % sign is allowed)."""
+    number = text.strip().removesuffix("%")
+    if not number.isdigit() or int(number) > 100:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a percentage from 0 to 100")
+    return int(number)
+
+
 def cmd_provision(args: argparse.Namespace) -> int:
-    return execute(args, "site.yml")
+    if args.max_fail is not None and not args.batch:
+        raise UsageError("provision: --max-fail needs --batch (without batches every host runs at once)")
+    rolling = {"gpulab_batch": args.batch, "gpulab_max_fail_percentage": args.max_fail or 0}
+    return execute(args, "site.yml", rolling if args.batch else None)
 
 
 def cmd_check(args: argparse.Namespace) -> int:

@@ -59,8 +59,18 @@ class HostState:
 
 
 @dataclass
+class Batch:
+    """One run of a play over a batch of its hosts (ansible's `serial` sends a play start per batch)."""
+
+    play: str
+    hosts: list[str] = field(default_factory=list)  # hosts that began a task in it, in order
+    stopped: bool = False  # ansible stopped it ("no hosts remaining": max_fail_percentage or all failed)
+
+
+@dataclass
 class RunState:
     hosts: dict[str, HostState] = field(default_factory=dict)
+    batches: list[Batch] = field(default_factory=list)
     playbook: str = ""
     play: str = ""
     started: bool = False  # playbook_on_start seen: ansible parsed its input and began
@@ -239,7 +249,13 @@ def apply_event(state: RunState, event: dict[str, Any]) -> str | None:
         return None
     if kind == "playbook_on_play_start":
         state.play = str(data.get("name") or data.get("play") or "")
-        return f"PLAY {state.play}"
+        state.batches.append(Batch(state.play))
+        number = sum(1 for b in state.batches if b.play == state.play)
+        return f"PLAY {state.play}" + (f" (batch {number})" if number > 1 else "")
+    if kind == "playbook_on_no_hosts_remaining":
+        if state.batches:
+            state.batches[-1].stopped = True
+        return None
     if kind == "playbook_on_stats":
         state.finished = True
         artifact = data.get("artifact_data")
@@ -258,6 +274,8 @@ def apply_event(state: RunState, event: dict[str, Any]) -> str | None:
     if kind in _TASK_ENDS:
         host.in_task = False
     if kind == "runner_on_start":
+        if state.batches and host_name not in state.batches[-1].hosts:
+            state.batches[-1].hosts.append(host_name)
         host.role, host.task = role, task
         host.in_task = True
         host.tasks_started += 1

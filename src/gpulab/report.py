@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,57 @@ def exit_code(report: Mapping[str, Any]) -> ExitCode:
             return ExitCode.USAGE_ERROR
         return ExitCode.ERROR
     return ExitCode.OK
+
+
+NOT_REACHED = "not-reached"
+STOPPED = "stopped"
+
+
+def rollout(state: RunState, targets: Sequence[str]) -> tuple[list[dict[str, Any]], list[str]]:
+    """A rolling run (`--batch`): the batches of the play that ran in the most batches (the last such play on
+    a tie: site.yml's provision play) and the targeted hosts it never reached, in inventory order."""
+    if not state.batches:
+        return [], list(targets)
+    counts = Counter(b.play for b in state.batches)
+    play = [b.play for b in state.batches if counts[b.play] == max(counts.values())][-1]
+    runs = [b for b in state.batches if b.play == play]
+    batches = [
+        {"play": play, "batch": n, "hosts": list(b.hosts), "stopped": b.stopped}
+        for n, b in enumerate(runs, 1)
+    ]
+    reached = {h for b in runs for h in b.hosts}
+    return batches, [h for h in targets if h not in reached]
+
+
+def _failed_in(batch: Mapping[str, Any], hosts: Mapping[str, Any]) -> list[str]:
+    return [h for h in batch["hosts"] if hosts.get(h, {}).get("status") in ("failed", "unreachable")]
+
+
+def _rollout_hosts(
+    batches: list[dict[str, Any]], missed: list[str], hosts: dict[str, Any], state: RunState, max_fail: Any
+) -> None:
+    """Mark the hosts a rolling run cut short (`stopped`) or never reached (`not-reached`), with why."""
+    for batch in batches:
+        failed = _failed_in(batch, hosts)
+        if not (batch["stopped"] and failed):
+            continue
+        where = hosts[failed[0]].get("failed_task") or "a task"
+        for name in batch["hosts"]:
+            if hosts[name]["status"] == "ok":
+                hosts[name] |= {
+                    "status": STOPPED,
+                    "message": f"stopped when {', '.join(failed)} failed at {where!r}"
+                    f" (--max-fail {max_fail}%: ansible's max_fail_percentage stops the rest of the batch;"
+                    " its always: steps ran)",
+                }
+    last = _failed_in(batches[-1], hosts) if batches else []
+    for name in missed:
+        hosts[name] = _host_record(state.hosts.get(name) or HostState(name=name), state.finished, False) | {
+            "status": NOT_REACHED,
+            "failed_task": None,
+            "message": f"not provisioned: the rolling run stopped after batch {len(batches)}"
+            f" ({', '.join(last) or 'no host'} failed; --max-fail {max_fail}%); fix that and run again",
+        }
 
 
 # What the host_lock role's checkpoint says when it stops a host on gpulab's stop request (gpulab.stop).
@@ -138,14 +190,21 @@ def build_report(
     cancelled: bool,
     run_dir: str,
     interruption: Mapping[str, Any] | None = None,
+    targets: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """The report; ``interruption`` (gpulab.cli): how a stopped run ended, which hosts were mid-change."""
+    """The report; ``interruption`` (gpulab.cli): how a stopped run ended, which hosts were mid-change;
+    ``targets``: the hosts the run targeted (a rolling run reports those it never reached)."""
     status = run_status(state, cancelled, rc)
     mid = set(interruption.get("mid_change_hosts", [])) if interruption else set()
     hosts = {
         name: _host_record(host, state.finished, cancelled, name in mid)
         for name, host in sorted(state.hosts.items())
     }
+    batches: list[dict[str, Any]] = []
+    if options.get("batch") and not cancelled:
+        batches, missed = rollout(state, targets)
+        _rollout_hosts(batches, missed, hosts, state, options.get("max_fail_percentage"))
+        hosts = dict(sorted(hosts.items()))
     totals = {
         key: sum(h["counts"][key] for h in hosts.values())
         for key in ("ok", "changed", "failed", "unreachable", "skipped", "ignored", "rescued")
@@ -173,6 +232,7 @@ def build_report(
         "hosts": hosts,
         "totals": totals,
         "set_stats": state.artifact_data,
+        "batches": batches,
         "interruption": dict(interruption) if interruption else None,
         "artifacts": run_dir,
     }
@@ -346,6 +406,11 @@ def render_summary(report: Mapping[str, Any]) -> str:
         message = str(host.get("message") or "")
         if message.startswith(HOST_KEY_ADVICE):  # too important for the table's cut-off column
             parts.append(f"{name}: {message}")
+    for batch in report.get("batches") or []:
+        parts.append(f"batch {batch['batch']} of {batch['play']}: {', '.join(batch['hosts']) or '-'}")
+    missed = [name for name, host in report.get("hosts", {}).items() if host.get("status") == NOT_REACHED]
+    if missed:
+        parts.append(f"not reached: {', '.join(missed)} ({report['hosts'][missed[0]]['message']})")
     stop = report.get("interruption")
     if isinstance(stop, dict):
         parts.append(_interruption_lines(stop))

@@ -82,6 +82,7 @@ class RunRequest:
     diff: bool = False
     forks: int | None = None
     verbosity: int = 0
+    targets: tuple[str, ...] = ()  # the hosts the run targets (inventory + limit), in inventory order
 
 
 @dataclass
