@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -22,3 +23,11 @@ def fold(name: str) -> tuple[RunState, list[str]]:
     state = RunState()
     lines = [line for event in load_events(name) if (line := apply_event(state, event))]
     return state, lines
+
+
+def project_env(tmp_path: Path) -> dict[str, str]:
+    """Environment for `python -m gpulab` against the stand-in project, its state under tmp_path."""
+    env = dict(os.environ)
+    env.update(GPULAB_PROJECT_DIR=str(PROJECT), GPULAB_STATE_DIR=str(tmp_path / "runs"))
+    env.pop("ANSIBLE_CONFIG", None)
+    return env

@@ -14,8 +14,7 @@ import yaml
 from gpulab.cli import batch_size, percentage
 from gpulab.events import Batch, RunState
 from gpulab.report import rollout
-from tests.cli.helpers import PROJECT
-from tests.cli.test_cli import _env
+from tests.cli.helpers import PROJECT, project_env
 from tests.conftest import REPO, run_gpulab
 
 ROLLING = PROJECT / "inventory" / "rolling.yml"
@@ -25,7 +24,7 @@ KEYWORDS = ("serial", "max_fail_percentage")
 def _provision(tmp_path: Path, *args: str) -> tuple[int, dict[str, Any], str]:
     report = tmp_path / "report.json"
     proc = run_gpulab(
-        ["provision", "-i", str(ROLLING), "--report", str(report), *args], _env(tmp_path), cwd=tmp_path
+        ["provision", "-i", str(ROLLING), "--report", str(report), *args], project_env(tmp_path), cwd=tmp_path
     )
     return proc.returncode, json.loads(report.read_text()), proc.stdout + proc.stderr
 
@@ -101,6 +100,7 @@ def test_percentages() -> None:
 
 
 def test_max_fail_without_batch_is_a_usage_error(tmp_path: Path) -> None:
-    proc = run_gpulab(["provision", "-i", str(ROLLING), "--max-fail", "10"], _env(tmp_path), cwd=tmp_path)
+    argv = ["provision", "-i", str(ROLLING), "--max-fail", "10"]
+    proc = run_gpulab(argv, project_env(tmp_path), cwd=tmp_path)
     assert proc.returncode == 5
     assert "--max-fail needs --batch" in proc.stderr

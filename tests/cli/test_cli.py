@@ -21,7 +21,7 @@ import pytest
 from gpulab import cli
 from gpulab.errors import ExitCode, ParseError, UsageError
 from gpulab.runner import IDENT_RE
-from tests.cli.helpers import PROJECT
+from tests.cli.helpers import PROJECT, project_env
 
 MIXED = PROJECT / "inventory" / "mixed.yml"
 HEALTHY = PROJECT / "inventory" / "healthy.yml"
@@ -106,18 +106,11 @@ def test_register_plugin_skips_a_missing_module() -> None:
 # Real runs -------------------------------------------------------------------------------------------
 
 
-def _env(tmp_path: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(GPULAB_PROJECT_DIR=str(PROJECT), GPULAB_STATE_DIR=str(tmp_path / "runs"))
-    env.pop("ANSIBLE_CONFIG", None)
-    return env
-
-
 def gpulab(tmp_path: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "gpulab", *args],
         cwd=tmp_path,
-        env=_env(tmp_path),
+        env=project_env(tmp_path),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -251,7 +244,7 @@ def test_ctrl_c_stops_the_run_and_writes_the_report(tmp_path: Path) -> None:
             "1",
         ],
         cwd=tmp_path,
-        env=_env(tmp_path),
+        env=project_env(tmp_path),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

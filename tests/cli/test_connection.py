@@ -4,7 +4,6 @@ in files, and the changed-host-key message."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import stat
 import subprocess
@@ -19,7 +18,7 @@ from gpulab import cli, connection
 from gpulab import extravars as xvars
 from gpulab.errors import ExitCode, UsageError
 from gpulab.events import RunState, apply_event
-from tests.cli.helpers import FIXTURES, PROJECT
+from tests.cli.helpers import FIXTURES, PROJECT, project_env
 
 HEALTHY = PROJECT / "inventory" / "healthy.yml"
 
@@ -167,9 +166,7 @@ def test_each_password_is_asked_once_and_matches_ansibles_prompts(monkeypatch: p
 @pytest.mark.slow
 def test_k_and_K_answer_ansible_and_leave_no_password_anywhere(tmp_path: Path) -> None:
     """-k -K in a terminal: gpulab asks once; ansible-playbook's prompts are answered (else it would hang)."""
-    env = dict(os.environ)
-    env.update(GPULAB_PROJECT_DIR=str(PROJECT), GPULAB_STATE_DIR=str(tmp_path / "runs"))
-    env.pop("ANSIBLE_CONFIG", None)
+    env = project_env(tmp_path)
     child = pexpect.spawn(
         sys.executable,
         [
@@ -252,9 +249,7 @@ def test_key_value_extravars_parse_like_ansible_playbook() -> None:
 @pytest.mark.slow
 def test_extravars_never_on_the_command_line_and_later_wins(tmp_path: Path) -> None:
     (tmp_path / "v.yml").write_text('test_driver_version: "2.0"\n')
-    env = dict(os.environ)
-    env.update(GPULAB_PROJECT_DIR=str(PROJECT), GPULAB_STATE_DIR=str(tmp_path / "runs"))
-    env.pop("ANSIBLE_CONFIG", None)
+    env = project_env(tmp_path)
 
     def run(*extra: str) -> dict[str, Any]:
         proc = subprocess.run(
