@@ -160,6 +160,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="P",
         help="with --batch: stop the rollout when more than P%% of a batch failed (default 0: any failure)",
     )
+    prov.add_argument(
+        "--reverify",
+        action="store_true",
+        help="run the MLP check in every environment even where its last passed check still holds",
+    )
     prov.set_defaults(func=cmd_provision)
 
     check = sub.add_parser(
@@ -429,6 +434,7 @@ def execute(args: argparse.Namespace, playbook: str, extra: dict[str, Any] | Non
         "connection": request.connection.summary(),
         "batch": (extra or {}).get("gpulab_batch"),
         "max_fail_percentage": (extra or {}).get("gpulab_max_fail_percentage"),
+        "reverify": bool((extra or {}).get("dl_env_reverify")),
     }
     report = build_report(
         state,
@@ -476,8 +482,12 @@ def percentage(text: str) -> int:
 def cmd_provision(args: argparse.Namespace) -> int:
     if args.max_fail is not None and not args.batch:
         raise UsageError("provision: --max-fail needs --batch (without batches every host runs at once)")
-    rolling = {"gpulab_batch": args.batch, "gpulab_max_fail_percentage": args.max_fail or 0}
-    return execute(args, "site.yml", rolling if args.batch else None)
+    extra: dict[str, Any] = {}
+    if args.batch:
+        extra.update(gpulab_batch=args.batch, gpulab_max_fail_percentage=args.max_fail or 0)
+    if args.reverify:
+        extra["dl_env_reverify"] = True
+    return execute(args, "site.yml", extra or None)
 
 
 def cmd_check(args: argparse.Namespace) -> int:

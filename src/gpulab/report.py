@@ -119,7 +119,21 @@ def _host_status(host: HostState, finished: bool, cancelled: bool) -> str:
 
 
 # Keys of the MLP check's result that dl_env hands over flat in its set_stats entry (roles/dl_env verify.yml).
-MLP_KEYS = ("passed", "backend", "device", "gpu_name", "loss", "accuracy", "seconds", "reason", "tasks")
+MLP_KEYS = (
+    "passed",
+    "backend",
+    "device",
+    "gpu_name",
+    "loss",
+    "accuracy",
+    "seconds",
+    "reason",
+    "tasks",
+    "check_reused",
+    "checked_at",
+    "check_age_s",
+    "recheck_reason",
+)
 
 
 def _mlp_check(facts: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -321,10 +335,20 @@ def _mlp(host: Mapping[str, Any]) -> str:
     seconds = check.get("seconds")
     if isinstance(seconds, int | float):
         parts.append(f"{seconds:.1f}s")
+    if check.get("check_reused") and isinstance(check.get("check_age_s"), int | float):
+        parts.append(f"(kept, {human_age(check['check_age_s'])} old)")
     text = " ".join(parts)
     if check.get("passed") is False:
         text = "FAIL " + text
     return text
+
+
+def human_age(seconds: float) -> str:
+    """`42s`, `5m`, `3h`, `2d`: the age of a kept MLP check in the summary table."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{max(int(seconds), 0)}s"
 
 
 def _failure(host: Mapping[str, Any], width: int) -> str:

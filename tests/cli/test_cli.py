@@ -156,6 +156,17 @@ def test_provision_failing_host_among_healthy_ones(tmp_path: Path) -> None:
     assert report["options"]["limit"] == "good*,bad" and report["options"]["forks"] == 2
 
 
+def test_reverify_asks_dl_env_to_run_the_mlp_check_again(tmp_path: Path) -> None:
+    kept: dict[tuple[str, ...], set[Any]] = {}
+    for args in ((), ("--reverify",)):
+        proc = gpulab(tmp_path, "provision", "-i", str(HEALTHY), *args)
+        assert proc.returncode == 0, proc.stderr
+        report = last_report(tmp_path)
+        kept[args] = {h["mlp_check"]["check_reused"] for h in report["hosts"].values()}
+        assert report["options"]["reverify"] is bool(args)
+    assert kept == {(): {True}, ("--reverify",): {False}}
+
+
 @pytest.mark.slow
 def test_provision_healthy_then_report_and_retention(tmp_path: Path) -> None:
     first = gpulab(tmp_path, "provision", "-i", str(HEALTHY), "-e", "secret=hunter2")

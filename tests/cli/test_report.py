@@ -14,6 +14,7 @@ from gpulab.report import (
     SCHEMA_VERSION,
     build_report,
     exit_code,
+    human_age,
     load_report,
     render_summary,
     render_table,
@@ -227,3 +228,35 @@ def test_mlp_check_from_the_fact_when_set_stats_never_came() -> None:
     )
     assert report["hosts"]["h"]["mlp_check"] == {"passed": True, "backend": "cpu", "seconds": 1.0}
     assert "cpu 1.0s" in render_table(report)
+
+
+def test_a_kept_mlp_check_shows_its_age_in_the_table() -> None:
+    state = RunState(hosts={"gpu": HostState("gpu")}, started=True, finished=True)
+    state.hosts["gpu"].stats_data = {
+        "passed": True,
+        "backend": "torch",
+        "device": "cuda",
+        "accuracy": 0.995,
+        "check_reused": True,
+        "checked_at": "2026-12-05T09:00:00Z",
+        "check_age_s": 3 * 3600 + 5,
+        "recheck_reason": "",
+    }
+    report = build_report(
+        state,
+        ident="i",
+        command="provision",
+        playbook="p",
+        inventories=[],
+        options={},
+        started_at="",
+        ended_at="",
+        runner_status="successful",
+        rc=0,
+        cancelled=False,
+        run_dir="d",
+    )
+    assert report["hosts"]["gpu"]["mlp_check"]["checked_at"] == "2026-12-05T09:00:00Z"
+    row = render_table(report).splitlines()[2]
+    assert "torch/cuda acc 0.995 (kept, 3h old)" in row
+    assert [human_age(s) for s in (5, 61, 7200, 200000)] == ["5s", "1m", "2h", "2d"]

@@ -12,10 +12,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
-from ._load import ROLE
+from ._load import ROLE, dl_env_filters
 
 
 def _module() -> ModuleType:
@@ -389,3 +390,75 @@ def test_marker_is_written_once_and_keeps_its_creation_time(tmp_path: Path) -> N
         second["created"] == first["created"] and second["complete"] is True and second["run_id"] == "run-1"
     )
     assert oct((build / B.MARKER).stat().st_mode & 0o777) == "0o644"
+
+
+# -- the live build's state in one call, and whether its last check still holds ---------------------
+def _recheck(live: dict[str, Any], driver: str = "590.48.01", max_age: float = 3600) -> str:
+    reason: str = dl_env_filters().recheck_reason(live, driver, "auto", "auto", max_age)
+    return reason
+
+
+def _record(live: Path, now: float, **data: Any) -> dict[str, Any]:
+    check = {"passed": True, "verified": True, "driver": "590.48.01", "requested_device": "auto"}
+    written: dict[str, Any] = B.record(live, {**check, "requested_backend": "auto", **data}, now=now)
+    return written
+
+
+def test_live_reads_link_digest_check_and_its_age_by_the_hosts_clock(
+    live_env: tuple[Path, Path, Path],
+) -> None:
+    envs, _, live = live_env
+    written = _record(live, now=1000.0)
+    assert written["digest"] == D1 * 5 and written["epoch"] == 1000.0
+    assert written["when"] == "1970-01-01T00:16:40Z"
+    state = B.live(envs, "dl", now=1090.0)
+    assert state["exists"] and state["link"] and state["python"]
+    assert state["target"] == str(live) and state["digest"] == D1 * 5
+    assert state["check"] == written and state["check_age_s"] == 90.0
+    assert state["untrusted"] == ""
+    assert _recheck(state) == ""
+
+
+def test_live_without_an_environment_says_so_in_every_field(tree: tuple[Path, Path]) -> None:
+    envs, _ = tree
+    state = B.live(envs, "dl")
+    assert state == {
+        "exists": False,
+        "link": False,
+        "target": "",
+        "python": False,
+        "digest": "",
+        "check": {},
+        "check_age_s": None,
+        "untrusted": "",
+    }
+    assert _recheck(state) == "never checked"
+
+
+def test_a_kept_check_does_not_hold_once_anything_it_depended_on_changed(
+    live_env: tuple[Path, Path, Path],
+) -> None:
+    envs, _, live = live_env
+    _record(live, now=1000.0)
+    state = B.live(envs, "dl", now=1010.0)
+    assert "driver changed since its last check (590.48.01 -> 595.1.2)" in _recheck(state, driver="595.1.2")
+    assert "600 s old" not in _recheck(state) and "10 s old" in _recheck(state, max_age=5)
+    assert "10 s old" in _recheck(state, max_age=0)  # 0: check on every run
+    assert "device cuda" in dl_env_filters().recheck_reason(state, "590.48.01", "cuda", "auto", 3600)
+    assert "clock moved back" in _recheck(B.live(envs, "dl", now=900.0))
+    _record(live, now=1000.0, passed=False)
+    assert _recheck(B.live(envs, "dl", now=1010.0)) == "its last check did not pass"
+    # A check recorded for another build (the name now points at a rebuild) does not carry over.
+    (live / B.DIGEST_FILE).write_text(D2 * 5 + "\n", encoding="utf-8")
+    _record(live, now=1000.0)
+    (live / B.DIGEST_FILE).write_text(D1 * 5 + "\n", encoding="utf-8")
+    assert _recheck(B.live(envs, "dl", now=1010.0)) == "its last check was of another build"
+
+
+def test_a_build_someone_else_could_change_is_checked_again(live_env: tuple[Path, Path, Path]) -> None:
+    envs, _, live = live_env
+    _record(live, now=1000.0)
+    (live / "bin").chmod(0o775)
+    state = B.live(envs, "dl", now=1010.0)
+    assert "writable" in state["untrusted"]
+    assert _recheck(state).startswith("the environment may have been changed: ")

@@ -23,6 +23,8 @@ Filters:
   (dl_env_envs / dl_env_group_envs / dl_env_host_envs merged by name, defaults from the single-env vars).
 - `dl_env_redact(value)`: URL userinfo (`user:token@`) replaced by `***@` in a text or in every string of a
   list/mapping (messages, errors, pin changes).
+- `dl_env_recheck_reason(live, driver, device, backend, max_age_s)`: why the live build's MLP check must
+  run again, or "" when its last passed check still holds (a no-op re-run does not train again).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import importlib.util
 import json
 import re
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -425,6 +428,35 @@ def _summarize(check: dict[str, Any]) -> dict[str, Any]:
     return check
 
 
+def recheck_reason(
+    live: Mapping[str, Any], driver: str, device: str, backend: str, max_age_s: float
+) -> str:
+    """Why the live build's MLP check must run again ("" when its last check still holds).
+
+    `live` is dl_env_builds' `state: live` result. A passed check holds while the build it checked is
+    the live one, the driver and the requested device and backend are those it ran with, root may still
+    run the build's python, and it is at most `max_age_s` old (0: check on every run)."""
+    check = live.get("check") or {}
+    age = live.get("check_age_s")
+    if live.get("untrusted"):
+        return f"the environment may have been changed: {live['untrusted']}"
+    if not check:
+        return "never checked"
+    if not check.get("passed") or not check.get("verified"):
+        return "its last check did not pass"
+    if not check.get("digest") or check.get("digest") != live.get("digest"):
+        return "its last check was of another build"
+    if str(check.get("driver") or "") != str(driver or ""):
+        return f"the driver changed since its last check ({check.get('driver') or 'none'} -> {driver or 'none'})"
+    if check.get("requested_device") != device or check.get("requested_backend") != backend:
+        return f"the check now asks for device {device}, backend {backend}"
+    if not isinstance(age, int | float) or age < 0:
+        return "the age of its last check is unknown (the host's clock moved back?)"
+    if float(max_age_s) <= 0 or age > float(max_age_s):
+        return f"its last check is {int(age)} s old (dl_env_check_max_age {int(float(max_age_s))} s)"
+    return ""
+
+
 # -- several environments --------------------------------------------------------------------------
 ENV_LAYERS = ("dl_env_envs", "dl_env_group_envs", "dl_env_host_envs")
 ENV_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -584,4 +616,5 @@ class FilterModule:
             "dl_env_merge_envs": _wrap(merge_envs),
             "dl_env_redact": redact_url_userinfo,
             "dl_env_parse_check": parse_check,
+            "dl_env_recheck_reason": recheck_reason,
         }

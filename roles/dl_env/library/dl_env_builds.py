@@ -39,9 +39,9 @@ options:
     description: What to do.
     type: str
     required: true
-    choices: [inspect, mark, seal, prune, absent, clean, trusted_python, record]
+    choices: [inspect, live, mark, seal, prune, absent, clean, trusted_python, record]
   name:
-    description: Environment name (all states but inspect, clean and seal).
+    description: Environment name (all states but inspect, clean, seal and record).
     type: str
   envs_dir:
     description: Directory of the public env names.
@@ -72,9 +72,48 @@ options:
     type: str
     default: ""
   data:
-    description: The record to keep (record).
+    description: The record to keep (record); the module adds the build's digest and the host's time.
     type: dict
 author: gpulab contributors
+"""
+
+RETURN = r"""
+exists:
+  description: Whether the public name exists (live; a dangling link counts).
+  returned: state is live
+  type: bool
+link:
+  description: Whether the public name is a symlink (gpulab's builds are).
+  returned: state is live
+  type: bool
+target:
+  description: The real path of the live build when the public name is a link, else "".
+  returned: state is live
+  type: str
+python:
+  description: Whether the live environment has a bin/python.
+  returned: state is live
+  type: bool
+digest:
+  description: The spec digest the live build recorded ("" when none).
+  returned: state is live
+  type: str
+check:
+  description: The live build's last MLP check record ({} when none).
+  returned: state is live
+  type: dict
+check_age_s:
+  description: Seconds since that check, by the host's clock (null when there is none).
+  returned: state is live
+  type: float
+untrusted:
+  description: Why root must not run the live build's python ("" when it may).
+  returned: state is live
+  type: str
+record:
+  description: The check record as written, with the build's digest and the host's time (when, epoch).
+  returned: state is record
+  type: dict
 """
 
 MARKER = "conda-meta/gpulab-build.json"
@@ -557,14 +596,55 @@ def package_versions(build: Path) -> dict[str, str]:
     return found
 
 
-def record(build: Path, data: dict[str, Any]) -> None:
-    """The last MLP check of a build (a log for `gpulab envs`, not configuration: reported unchanged)."""
+def record(build: Path, data: dict[str, Any], now: float | None = None) -> dict[str, Any]:
+    """The last MLP check of a build (a log for `gpulab envs`, not configuration: reported unchanged),
+    stamped with the digest of the build it checked and the host's time, so a later run can tell
+    whether it still holds (`live`)."""
+    now = time.time() if now is None else now
+    data = {
+        **data,
+        "digest": recorded_digest(build),
+        "epoch": now,
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
+    }
     path = build / CHECK_RECORD
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, sort_keys=True) + "\n", encoding="utf-8")
     os.chmod(tmp, 0o644)
     os.replace(tmp, path)
+    return data
+
+
+def live(envs_dir: Path, name: str, now: float | None = None) -> dict[str, Any]:
+    """Everything a run needs to know about env `name`'s live build, read in one go: whether the public
+    name exists and is a link, where it points, its python, the spec digest it recorded, its last MLP
+    check and that check's age by this host's clock, and whether root may run its python."""
+    public = envs_dir / name
+    out: dict[str, Any] = {
+        "exists": os.path.lexists(public),
+        "link": public.is_symlink(),
+        "target": "",
+        "python": (public / "bin" / "python").exists(),
+        "digest": "",
+        "check": {},
+        "check_age_s": None,
+        "untrusted": "",
+    }
+    if out["link"]:
+        out["target"] = os.path.realpath(public)
+    if not out["python"]:
+        return out
+    out["digest"] = recorded_digest(public)
+    check = read_json(public / CHECK_RECORD) or {}
+    out["check"] = check
+    if isinstance(check.get("epoch"), int | float):
+        out["check_age_s"] = round((time.time() if now is None else now) - check["epoch"], 1)
+    try:
+        trusted_python(public)
+    except BuildError as exc:
+        out["untrusted"] = str(exc)
+    return out
 
 
 # -- Ansible glue ----------------------------------------------------------------------------------
@@ -578,6 +658,7 @@ def main() -> None:
                 "required": True,
                 "choices": [
                     "inspect",
+                    "live",
                     "mark",
                     "seal",
                     "prune",
@@ -600,6 +681,7 @@ def main() -> None:
         },
         required_if=[
             ("state", "inspect", ["envs_dir", "builds_dir"]),
+            ("state", "live", ["envs_dir", "name"]),
             ("state", "clean", ["envs_dir", "builds_dir"]),
             ("state", "prune", ["envs_dir", "builds_dir", "name"]),
             ("state", "absent", ["envs_dir", "builds_dir", "name"]),
@@ -619,6 +701,8 @@ def main() -> None:
     try:
         if state == "inspect":
             module.exit_json(changed=False, **inspect(envs_dir, builds_dir))
+        elif state == "live":
+            module.exit_json(changed=False, **live(envs_dir, p["name"]))
         elif state == "trusted_python":
             prefix = Path(p["path"]) if p["path"] else envs_dir / p["name"]
             python = trusted_python(prefix)
@@ -633,9 +717,8 @@ def main() -> None:
         elif state == "seal":
             module.exit_json(changed=False if check else seal(Path(p["path"]), p["group"]))
         elif state == "record":
-            if not check:
-                record(Path(p["path"]), p["data"])
-            module.exit_json(changed=False)
+            written = p["data"] if check else record(Path(p["path"]), p["data"])
+            module.exit_json(changed=False, record=written)
         elif state == "prune":
             module.exit_json(**prune(envs_dir, builds_dir, p["name"], p["keep"], check))
         elif state == "absent":
