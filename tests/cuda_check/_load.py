@@ -1,13 +1,18 @@
-"""Load the cuda_check role's Python (module and filter plugin) from their files, and find fixtures."""
+"""The cuda_check role's Python (module, filter plugin) loaded from their files, fixtures, ad hoc runs."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -50,3 +55,42 @@ def role_defaults() -> dict[str, Any]:
     data = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text(encoding="utf-8"))
     assert isinstance(data, dict)
     return data
+
+
+ANSIBLE = Path(sys.executable).parent / "ansible"
+
+
+def adhoc(args: str, env: dict[str, str], timeout: float = 300) -> dict[str, Any]:
+    """The module run by `ansible localhost -m nvidia_gpu_facts -a ARGS`: its result, never a traceback."""
+    if not ANSIBLE.exists() and shutil.which("ansible") is None:
+        pytest.fail("ansible is not installed next to the test interpreter")
+    cmd = [
+        str(ANSIBLE if ANSIBLE.exists() else "ansible"),
+        "localhost",
+        "-i",
+        "localhost,",
+        "-c",
+        "local",
+        "-e",
+        f"ansible_python_interpreter={sys.executable}",
+        "-M",
+        str(MODULE_PATH.parent),
+        "-m",
+        "nvidia_gpu_facts",
+        "-a",
+        args,
+    ]
+    callback = {"ANSIBLE_LOAD_CALLBACK_PLUGINS": "1", "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json"}
+    proc = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=dict(os.environ, **callback, **env),
+        timeout=timeout,
+        check=False,
+    )
+    assert "Traceback" not in proc.stdout + proc.stderr
+    data = json.loads(proc.stdout)
+    result: dict[str, Any] = data["plays"][0]["tasks"][0]["hosts"]["localhost"]
+    return result

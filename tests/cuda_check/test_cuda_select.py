@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -265,8 +266,26 @@ def test_driver_upgrade_is_recorded() -> None:
     assert third == second  # the upgrade stays documented, nothing moves
 
 
-def test_parse_fact_tolerates_garbage() -> None:
-    assert cuda_filter.parse_fact("") == {}
-    assert cuda_filter.parse_fact("{not json") == {}
-    assert cuda_filter.parse_fact("[1]") == {}
-    assert cuda_filter.parse_fact('{"driver": "1.2"}') == {"driver": "1.2"}
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ('{"driver": "550.12', "it is not JSON"),
+        ("\udcff\udcfe{garbage", "it is not UTF-8 text"),  # b64decode's escapes for bytes not UTF-8
+        ("[1]", "it holds a JSON list, not an object"),
+        ('"550.127.05"', "it holds a JSON str, not an object"),
+        ('{"driver": 550.127, "gpus": []}', "its driver is a float (550.127)"),
+        ('{"driver": "1.2", "gpus": "none"}', 'its gpus is a str ("none")'),
+        ('{"driver": "1.2", "gpu_present": "yes"}', 'its gpu_present is a str ("yes")'),
+    ],
+)
+def test_parse_fact_says_why_a_record_is_unreadable_and_reads_it_as_none(text: str, problem: str) -> None:
+    parsed = cuda_filter.parse_fact(text)
+    assert parsed["record"] == {}
+    assert parsed["problem"].startswith(problem)
+
+
+def test_parse_fact_reads_a_good_record_and_no_file() -> None:
+    assert cuda_filter.parse_fact("") == {"record": {}, "problem": ""}
+    good = cuda_filter.build_record({}, SEEN, "T1")
+    assert cuda_filter.parse_fact(json.dumps(good)) == {"record": good, "problem": ""}
+    assert cuda_filter.parse_fact('{"driver": "1.2"}') == {"record": {"driver": "1.2"}, "problem": ""}

@@ -5,18 +5,15 @@ from __future__ import annotations
 import csv
 import json
 import os
-import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from gpulab.lab import nvidia_smi as lab_nvidia_smi
 
-from ._load import MODULE_PATH, REPO, fixtures, gpu_facts, proc_fixtures
+from ._load import adhoc, fixtures, gpu_facts, proc_fixtures
 
 NvidiaSmiError = gpu_facts.NvidiaSmiError
 
@@ -364,41 +361,10 @@ def test_find_nvidia_smi_uses_path_first(tmp_path: Path) -> None:
 
 # ---- the module as Ansible runs it (ad hoc, as the issue asks) ----
 
-ANSIBLE = Path(sys.executable).parent / "ansible"
-
-
-def _adhoc(args: str, env: dict[str, str]) -> dict[str, Any]:
-    if not ANSIBLE.exists() and shutil.which("ansible") is None:
-        pytest.fail("ansible is not installed next to the test interpreter")
-    cmd = [
-        str(ANSIBLE if ANSIBLE.exists() else "ansible"),
-        "localhost",
-        "-i",
-        "localhost,",
-        "-c",
-        "local",
-        "-e",
-        f"ansible_python_interpreter={sys.executable}",
-        "-M",
-        str(MODULE_PATH.parent),
-        "-m",
-        "nvidia_gpu_facts",
-        "-a",
-        args,
-    ]
-    callback = {"ANSIBLE_LOAD_CALLBACK_PLUGINS": "1", "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json"}
-    proc = subprocess.run(
-        cmd, capture_output=True, text=True, cwd=REPO, env=dict(os.environ, **callback, **env), check=False
-    )
-    assert "Traceback" not in proc.stdout + proc.stderr
-    data = json.loads(proc.stdout)
-    result: dict[str, Any] = data["plays"][0]["tasks"][0]["hosts"]["localhost"]
-    return result
-
 
 def test_adhoc_module_run(tmp_path: Path) -> None:
     smi, _ = _staged(tmp_path, "rtx2080super-610.57.04")
-    result = _adhoc(f"nvidia_smi_path={smi}", {"GPULAB_LAB_NVIDIA_SMI_SYSROOT": str(tmp_path)})
+    result = adhoc(f"nvidia_smi_path={smi}", {"GPULAB_LAB_NVIDIA_SMI_SYSROOT": str(tmp_path)})
     assert result.get("failed") is not True, result
     facts = result["ansible_facts"]
     assert facts["nvidia_driver_version"] == "610.57.04"
@@ -410,7 +376,7 @@ def test_adhoc_module_run(tmp_path: Path) -> None:
 
 def test_adhoc_module_run_on_an_xml_only_r510_machine(tmp_path: Path) -> None:
     smi, _ = _staged(tmp_path, "a100-mig-510.47.03")
-    result = _adhoc(f"nvidia_smi_path={smi}", {"GPULAB_LAB_NVIDIA_SMI_SYSROOT": str(tmp_path)})
+    result = adhoc(f"nvidia_smi_path={smi}", {"GPULAB_LAB_NVIDIA_SMI_SYSROOT": str(tmp_path)})
     assert result.get("failed") is not True, result
     facts = result["ansible_facts"]
     assert facts["nvidia_smi_sources"] == {"gpus": "xml", "driver": "xml", "cuda": "xml"}
@@ -421,7 +387,7 @@ def test_adhoc_module_run_on_an_xml_only_r510_machine(tmp_path: Path) -> None:
 
 def test_adhoc_broken_driver_is_a_clear_failure(tmp_path: Path) -> None:
     smi, _ = _staged(tmp_path, "driver-broken")
-    result = _adhoc(f"nvidia_smi_path={smi}", {"GPULAB_LAB_NVIDIA_SMI_SYSROOT": str(tmp_path)})
+    result = adhoc(f"nvidia_smi_path={smi}", {"GPULAB_LAB_NVIDIA_SMI_SYSROOT": str(tmp_path)})
     assert result["failed"] is True
     assert result["nvidia_smi_state"] == "driver_broken"
     assert "couldn't communicate with the NVIDIA driver" in result["msg"]

@@ -455,6 +455,27 @@ def test_a_kept_check_does_not_hold_once_anything_it_depended_on_changed(
     assert _recheck(B.live(envs, "dl", now=1010.0)) == "its last check was of another build"
 
 
+def test_a_driver_change_during_a_run_is_checked_again_by_the_next_run(
+    live_env: tuple[Path, Path, Path],
+) -> None:
+    """cuda_check read 590.48.01, then the driver became 595.1.2 before the MLP check ran.
+
+    verify.yml stamps the check with the driver cuda_check read at the start of the run (it cannot tell
+    which driver the check ran on), so the record says 590.48.01. The next run's cuda_check reads 595.1.2:
+    the stamp differs, the check runs again (it does not carry over) and is stamped 595.1.2, which then holds.
+    """
+    envs, _, live = live_env
+    _record(live, now=1000.0, driver="590.48.01")  # run 1: the check passed, stamped with the start driver
+    after = B.live(envs, "dl", now=1010.0)
+    assert after["check"]["driver"] == "590.48.01"
+    reason = _recheck(after, driver="595.1.2")  # run 2: cuda_check reads the new driver
+    assert reason == "the driver changed since its last check (590.48.01 -> 595.1.2)"
+    _record(live, now=1020.0, driver="595.1.2")  # run 2 checked again on the driver it read
+    assert _recheck(B.live(envs, "dl", now=1030.0), driver="595.1.2") == ""  # run 3 reuses it
+    # A driver that comes back to the old one is a change too: the stamp is the last driver checked on.
+    assert "595.1.2 -> 590.48.01" in _recheck(B.live(envs, "dl", now=1030.0), driver="590.48.01")
+
+
 def test_a_build_someone_else_could_change_is_checked_again(live_env: tuple[Path, Path, Path]) -> None:
     envs, _, live = live_env
     _record(live, now=1000.0)

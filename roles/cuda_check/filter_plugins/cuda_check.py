@@ -224,13 +224,38 @@ def select_cuda(
 RECORD_KEYS = ("driver", "cuda_driver_version", "cuda_version", "gpu_present", "gpus")
 
 
+# Types of the local fact's keys; a record with another type anywhere was not written by this role.
+FACT_TYPES: dict[str, type | tuple[type, ...]] = {
+    **{key: str for key in ("driver", "cuda_driver_version", "cuda_version")},
+    "gpu_present": bool,
+    "gpus": list,
+    **{key: str for key in ("checked_at", "driver_seen_since", "previous_driver")},
+}
+
+
 def parse_fact(text: str) -> dict[str, Any]:
-    """The previous local fact, or {} when there is none or it is not a JSON object."""
+    """The previous local fact as {"record": dict, "problem": str}.
+
+    A file that is not a JSON object with the types this role writes (truncated, garbage bytes, another
+    type) is no record ({}), and `problem` says why, so the role can say so and rewrite it.
+    """
+    if not text:
+        return {"record": {}, "problem": ""}
+    if any("\udc80" <= char <= "\udcff" for char in text):  # b64decode's escapes for bytes not UTF-8
+        return {"record": {}, "problem": "it is not UTF-8 text"}
     try:
-        value = json.loads(text) if text else {}
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
+        value = json.loads(text)
+    except ValueError as exc:
+        return {"record": {}, "problem": f"it is not JSON ({exc})"}
+    if not isinstance(value, dict):
+        return {"record": {}, "problem": f"it holds a JSON {type(value).__name__}, not an object"}
+    for key, kind in FACT_TYPES.items():
+        if key in value and value[key] is not None and not isinstance(value[key], kind):
+            return {
+                "record": {},
+                "problem": f"its {key} is a {type(value[key]).__name__} ({json.dumps(value[key])[:40]})",
+            }
+    return {"record": value, "problem": ""}
 
 
 def build_record(previous: dict[str, Any], seen: dict[str, Any], now: str) -> dict[str, Any]:

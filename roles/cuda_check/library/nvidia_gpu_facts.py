@@ -46,7 +46,9 @@ options:
     type: path
     default: /proc/driver/nvidia/version
   timeout:
-    description: Seconds one nvidia-smi call may take (a hung GPU can block it).
+    description:
+      - Seconds one nvidia-smi call may take (a hung GPU can block it). Then nvidia-smi and every process it
+        started are killed and the module fails with state C(timeout), naming the command that hung.
     type: int
     default: 60
 author: gpulab contributors
@@ -128,6 +130,8 @@ ansible_facts:
 import csv
 import os
 import re
+import signal
+import subprocess
 import xml.etree.ElementTree as ET
 from typing import Any
 
@@ -565,6 +569,55 @@ def find_nvidia_smi(path: str, env_path: str) -> str | None:
     return None
 
 
+# Seconds to wait for a killed nvidia-smi to go (one stuck in the driver may never go).
+KILL_GRACE = 5
+
+
+def run_bounded(argv: list[str], timeout: float) -> tuple[int, str, str]:
+    """Run nvidia-smi with LC_ALL=C (its messages are matched in English) for at most `timeout` seconds.
+
+    It runs in its own session so that, when it does not answer, the whole process group is killed: a
+    hung nvidia-smi may ignore SIGTERM, and a child left behind would hold the output pipes open (an
+    `ansible.builtin.command` timeout or coreutils `timeout` without `-k` would then wait for ever).
+    """
+    try:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={**os.environ, "LC_ALL": "C"},
+            start_new_session=True,
+        )
+    except OSError as exc:  # e.g. not executable: an answer gpulab does not know, like a shell's 126
+        return 126, "", str(exc)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.communicate(timeout=KILL_GRACE)
+            after = "killed it"
+        except subprocess.TimeoutExpired:
+            after = (
+                f"killed it, but process {proc.pid} did not end within {KILL_GRACE} s "
+                "(stuck in the driver: only a reboot ends it)"
+            )
+        raise NvidiaSmiError(
+            "timeout",
+            f"`{' '.join(argv)}` did not answer within {timeout:g} seconds ({after}): a hung GPU or driver? "
+            f"{GPU_LOST_CAUSES}",
+        ) from None
+    return (
+        proc.returncode,
+        out.decode("utf-8", errors="replace"),
+        err.decode("utf-8", errors="replace"),
+    )
+
+
 def _call(run: Any, argv: list[str]) -> tuple[int, str]:
     """Run nvidia-smi; known error states raise (NvidiaSmiError, RebootRequired). Returns (rc, stdout)."""
     rc, out, err = run(argv)
@@ -730,18 +783,7 @@ def main() -> None:
     timeout = module.params["timeout"]
 
     def run(argv: list[str]) -> tuple[int, str, str]:
-        # LC_ALL=C: nvidia-smi's messages are only matched in English.
-        rc, out, err = module.run_command(
-            ["timeout", str(timeout), *argv] if module.get_bin_path("timeout") else argv,
-            environ_update={"LC_ALL": "C"},
-        )
-        if rc == 124:
-            raise NvidiaSmiError(
-                "timeout",
-                f"`{' '.join(argv)}` did not answer within {timeout} seconds (hung GPU or driver?). "
-                f"{GPU_LOST_CAUSES}",
-            )
-        return rc, out, err
+        return run_bounded(argv, timeout)
 
     try:
         facts = gather(
