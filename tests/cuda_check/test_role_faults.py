@@ -165,16 +165,22 @@ def test_the_role_on_a_hung_nvidia_smi_fails_the_host_changes_nothing_and_the_ne
     pids = tmp_path / "pids"
     _hanging_nvidia_smi(smi, pids)
     hosts = {"gpu-node-1": _host(root, smi)}
+    no_timeout = {**_host(tmp_path / "no-timeout", smi), "cuda_check_nvidia_smi_timeout": 0}
     fact = root / "facts.d" / "cuda_check.fact"
 
     start = time.monotonic()
-    hung = _run_role(tmp_path, hosts, root)
+    hung = _run_role(tmp_path, {**hosts, "no-timeout": no_timeout}, root)
     assert time.monotonic() - start < 2 + MARGIN + 60
     task, msg = hung["failed"]["gpu-node-1"]
     assert task == "cuda_check : probe | Fail when nvidia-smi gave no facts"
     assert msg.startswith(f"gpu-node-1: `{smi} --query-gpu=")
     assert "did not answer within 2 seconds (killed it)" in msg and "(nvidia_smi_state timeout)" in msg
     assert hung["stats"]["gpu-node-1"]["changed"] == 0
+    # A timeout of 0 would mean no bound at all: refused before nvidia-smi runs.
+    task, msg = hung["failed"]["no-timeout"]
+    assert task == "cuda_check : preflight | Check the paths and the nvidia-smi timeout"
+    assert msg.startswith("no-timeout: ")
+    assert "cuda_check_nvidia_smi_timeout a number of seconds > 0 (got 0)" in msg
     assert not fact.exists()
     _assert_all_gone(pids)
 
