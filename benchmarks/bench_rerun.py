@@ -88,6 +88,7 @@ class Timing:
     hosts: int
     exit_code: int
     changed: dict[str, int] = field(default_factory=dict)
+    tasks: dict[str, int] = field(default_factory=dict)  # tasks each host began (report `tasks_run`)
     split: dict[str, float] = field(default_factory=dict)
     note: str = ""
 
@@ -199,12 +200,12 @@ def split_work(events: Iterable[Mapping[str, Any]], wall: float) -> dict[str, fl
         if event.get("event") not in _RESULT_EVENTS:
             continue
         data = event.get("event_data", {})
-        category = work_category(str(data.get("task", "")))
-        host = data.get("host")
-        if category is None or host is None or data.get("duration") is None:
+        if data.get("host") is None:
             continue
-        bucket = per_host.setdefault(str(host), {})
-        bucket[category] = bucket.get(category, 0.0) + float(data["duration"])
+        bucket = per_host.setdefault(str(data["host"]), {})  # every host counts, with or without work
+        category = work_category(str(data.get("task", "")))
+        if category is not None and data.get("duration") is not None:
+            bucket[category] = bucket.get(category, 0.0) + float(data["duration"])
     hosts = max(len(per_host), 1)
     split = {c: sum(h.get(c, 0.0) for h in per_host.values()) / hosts for c in WORK_TASKS}
     split["rest"] = wall - sum(split.values())
@@ -290,13 +291,17 @@ class Bench:
             json.loads(report_path.read_text()) if report_path.is_file() else {"hosts": {}}
         )
         timing = Timing(name, seconds, len(report["hosts"]), proc.returncode, changed_hosts(report))
+        timing.tasks = {n: int(h.get("tasks_run", 0)) for n, h in report["hosts"].items()}
         events_dir = Path(report.get("artifacts", "")) / "job_events"
         if events_dir.is_dir():
             events = (json.loads(p.read_text()) for p in events_dir.glob("*.json"))
             timing.split = split_work(events, seconds)
         if proc.returncode != 0:
             timing.note = f"gpulab exited {proc.returncode}: {proc.stdout[-1500:]}"
-        print(f"  {name}: {seconds:.1f}s exit {proc.returncode} changed {timing.changed}", flush=True)
+        print(
+            f"  {name}: {seconds:.1f}s exit {proc.returncode} changed {timing.changed} tasks {timing.tasks}",
+            flush=True,
+        )
         return timing, report
 
     def floor(self, name: str, limit: Sequence[str] = ()) -> Timing:

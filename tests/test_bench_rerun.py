@@ -132,6 +132,14 @@ def test_split_of_a_run_without_work_is_all_rest() -> None:
     assert split_work([_event("a", "Gathering Facts", 5.0)], 12.0)["rest"] == 12.0
 
 
+def test_split_counts_a_host_that_did_no_work() -> None:
+    events = [
+        _event("a", "build | Create the new environment beside the live one", 30.0),
+        _event("b", "x", 1.0),
+    ]
+    assert split_work(events, 40.0)["env build"] == 15.0
+
+
 def test_slope_is_seconds_per_extra_host() -> None:
     assert slope([(1, 10.0), (2, 12.0), (4, 16.0), (8, 24.0)]) == pytest.approx(2.0)
     assert math.isnan(slope([(4, 10.0)]))
