@@ -38,6 +38,7 @@ LAB_RELEASE = "25.11.0-1"  # the miniconda role's pinned Miniforge release
 _NODE_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 Connection = Literal["podman", "ssh"]
 CONNECTIONS: tuple[Connection, ...] = ("podman", "ssh")
+MAX_NODES = 12  # the most nodes `--nodes N` starts (also the re-run benchmark's limit)
 
 
 class LabError(RuntimeError):
@@ -72,8 +73,8 @@ def parse_nodes(spec: str) -> list[Node]:
     if spec.isdigit():
         defaults = parse_nodes(DEFAULT_NODES)
         count = int(spec)
-        if not 1 <= count <= 12:
-            raise LabError("--nodes N must be between 1 and 12")
+        if not 1 <= count <= MAX_NODES:
+            raise LabError(f"--nodes N must be between 1 and {MAX_NODES}")
         return [
             Node(f"node{i + 1}", defaults[i % len(defaults)].profile, defaults[i % len(defaults)].image)
             for i in range(count)
