@@ -48,6 +48,7 @@ from gpulab.runner import (
     project_dir,
     prune_runs,
     resolve_run,
+    sized_forks,
     state_dir,
 )
 
@@ -106,7 +107,11 @@ def _run_options(parser: argparse.ArgumentParser, *, with_check: bool = True) ->
         parser.add_argument("-C", "--check", action="store_true", help="ansible check mode: change nothing")
     parser.add_argument("-D", "--diff", action="store_true", help="show file differences (in the artifacts)")
     parser.add_argument(
-        "-f", "--forks", type=int, metavar="N", help="hosts in parallel (default: ansible.cfg)"
+        "-f",
+        "--forks",
+        type=int,
+        metavar="N",
+        help="hosts in parallel (default: one per host, at most 10 per CPU; ANSIBLE_FORKS overrides)",
     )
     parser.add_argument("--report", metavar="FILE", type=Path, help="also write the JSON report to FILE")
     parser.add_argument(
@@ -261,7 +266,7 @@ def _request(
         connection=options,
         check=bool(getattr(args, "check", False)),
         diff=bool(args.diff),
-        forks=args.forks,
+        forks=args.forks or sized_forks(len(targets), os.environ),
         verbosity=int(args.verbose),
         targets=tuple(targets),
     )

@@ -325,6 +325,25 @@ class Run:
         return RunOutcome(ident=self.ident, run_dir=self.run_dir, status=status, rc=rc, stats=stats)
 
 
+# Forks are controller processes that mostly wait on the network: several per core are fine, but each
+# holds a Python interpreter (~60-100 MiB), so memory bounds them too.
+FORKS_PER_CPU = 10
+FORKS_MEMORY_MIB = 100
+FORKS_MAX = 200
+
+
+def sized_forks(hosts: int, environ: Mapping[str, str]) -> int | None:
+    """Forks for a run over ``hosts`` hosts when --forks is not given: one per host, at most
+    FORKS_PER_CPU per CPU, one per FORKS_MEMORY_MIB of the controller's memory and FORKS_MAX.
+
+    None when ``ANSIBLE_FORKS`` is set: the user's own setting wins over the sizing."""
+    if environ.get("ANSIBLE_FORKS"):
+        return None
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    memory_mib = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2**20
+    return max(1, min(hosts, FORKS_PER_CPU * cpus, memory_mib // FORKS_MEMORY_MIB, FORKS_MAX))
+
+
 def check_inventories(paths: Sequence[Path]) -> None:
     for path in paths:
         if not path.exists():

@@ -137,6 +137,10 @@ def test_provision_mixed_hosts(tmp_path: Path) -> None:
     assert report["hosts"]["good1"]["mlp_check"]["backend"] == "cuda"
     assert report["hosts"]["good1"]["counts"]["changed"] == 1
     assert report["set_stats"]["gpulab"].keys() == {"good1", "good2"}
+    # no --forks: one fork per targeted host (4 here, below any controller bound), given to ansible-playbook
+    assert report["options"]["forks"] == 4
+    argv = json.loads((Path(report["artifacts"]) / "command").read_text())["command"]
+    assert argv[argv.index("--forks") + 1] == "4"
     # the summary table on stdout, plain progress lines on stderr (not a TTY)
     assert "upgraded from 550.54.15" in proc.stdout
     assert "FAILED: [bad] Fail where the inventory asks for it" in proc.stderr

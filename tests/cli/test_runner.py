@@ -166,3 +166,16 @@ def test_inventory_that_does_not_parse_or_is_empty(tmp_path: Path) -> None:
     empty.write_text("all:\n  children:\n    gpu: {}\n")
     with pytest.raises(UsageError, match="has no hosts"):
         inventory_hosts([empty])
+
+
+def test_forks_are_sized_from_the_hosts_and_bounded_by_the_controller() -> None:
+    from gpulab.runner import FORKS_MAX, FORKS_PER_CPU, sized_forks
+
+    cpus = len(os.sched_getaffinity(0))
+    assert sized_forks(1, {}) == 1  # never more processes than hosts
+    assert sized_forks(3, {}) == min(3, FORKS_PER_CPU * cpus)
+    many = sized_forks(100_000, {})
+    assert many is not None and 1 <= many <= min(FORKS_PER_CPU * cpus, FORKS_MAX)
+    assert sized_forks(0, {}) == 1
+    # the user's own setting wins: ansible reads ANSIBLE_FORKS itself
+    assert sized_forks(50, {"ANSIBLE_FORKS": "7"}) is None
