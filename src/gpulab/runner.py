@@ -5,7 +5,7 @@ Layout of the state directory (``GPULAB_STATE_DIR``, default ``<project>/runs``)
     runs/<ident>/            one per run: ansible-runner's private data dir *and* artifact dir
         job_events/*.json    every event (the event handler returns True)
         stdout, stderr, command, rc, status     written by ansible-runner
-        fact_cache/          the run's jsonfile fact cache
+        fact_cache/          the run's jsonfile fact cache (runs/fact_cache with GPULAB_FACT_CACHE=shared)
         env/                 gpulab's 0600 extravars files, removed when the run ends (gpulab.extravars)
         stop-requested       while a graceful stop is pending (gpulab.stop)
         cleanup/             the cleanup.yml run after a killed run (same layout)
@@ -133,6 +133,30 @@ def build_cmdline(request: RunRequest, extravar_args: Sequence[str] = ()) -> str
     return shlex.join(args) if args else None
 
 
+def fact_cache(run_dir: Path, environ: Mapping[str, str]) -> dict[str, str]:
+    """ansible-runner's fact cache settings.
+
+    Default: a jsonfile cache per run (``<run>/fact_cache``), so no run trusts facts another run read.
+    ``GPULAB_FACT_CACHE=shared``: one jsonfile cache for every run, ``<state dir>/fact_cache`` (0700; facts
+    hold the remote environment), so plays that gather with ``gathering = smart`` (render.yml) reuse
+    facts younger than ``ANSIBLE_CACHE_PLUGIN_TIMEOUT``; site.yml and verify.yml still read the host
+    under the lock. ``ANSIBLE_CACHE_PLUGIN`` set to another plugin (``community.general.redis``...):
+    the runner is told not to override it, and ansible reads it and its ``_CONNECTION`` from the
+    environment."""
+    plugin = environ.get("ANSIBLE_CACHE_PLUGIN", "jsonfile")
+    if plugin not in ("jsonfile", "ansible.builtin.jsonfile"):
+        return {"fact_cache_type": plugin}
+    mode = environ.get("GPULAB_FACT_CACHE", "run")
+    if mode == "run":
+        return {"fact_cache": str(run_dir / "fact_cache"), "fact_cache_type": "jsonfile"}
+    if mode == "shared":
+        shared = run_dir.parent / "fact_cache"
+        shared.mkdir(mode=0o700, parents=True, exist_ok=True)
+        shared.chmod(0o700)
+        return {"fact_cache": str(shared), "fact_cache_type": "jsonfile"}
+    raise UsageError(f"GPULAB_FACT_CACHE is {mode!r}: use 'run' (the default) or 'shared'")
+
+
 def build_kwargs(
     request: RunRequest,
     project: Path,
@@ -154,8 +178,7 @@ def build_kwargs(
         "playbook": str(request.playbook),
         "inventory": [str(p) for p in request.inventories],
         "envvars": build_envvars(project, environ),
-        "fact_cache": str(run_dir / "fact_cache"),
-        "fact_cache_type": "jsonfile",
+        **fact_cache(run_dir, environ),
         "rotate_artifacts": 0,
         "suppress_env_files": True,
         "quiet": True,
