@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -31,3 +33,18 @@ def project_env(tmp_path: Path) -> dict[str, str]:
     env.update(GPULAB_PROJECT_DIR=str(PROJECT), GPULAB_STATE_DIR=str(tmp_path / "runs"))
     env.pop("ANSIBLE_CONFIG", None)
     return env
+
+
+def run_gpulab(
+    *args: str, cwd: Path, env: dict[str, str], timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """`python -m gpulab ARGS` as a user runs it, output captured, never raising on its exit code."""
+    return subprocess.run(
+        [sys.executable, "-m", "gpulab", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

@@ -21,7 +21,7 @@ import pytest
 from gpulab import cli
 from gpulab.errors import ExitCode, ParseError, UsageError
 from gpulab.runner import IDENT_RE
-from tests.cli.helpers import PROJECT, project_env
+from tests.cli.helpers import PROJECT, project_env, run_gpulab
 
 MIXED = PROJECT / "inventory" / "mixed.yml"
 HEALTHY = PROJECT / "inventory" / "healthy.yml"
@@ -107,15 +107,7 @@ def test_register_plugin_skips_a_missing_module() -> None:
 
 
 def gpulab(tmp_path: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gpulab", *args],
-        cwd=tmp_path,
-        env=project_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    return run_gpulab(*args, cwd=tmp_path, env=project_env(tmp_path), timeout=timeout)
 
 
 def last_report(tmp_path: Path) -> dict[str, Any]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 import stat
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from gpulab import cli, connection
 from gpulab import extravars as xvars
 from gpulab.errors import ExitCode, UsageError
 from gpulab.events import RunState, apply_event
-from tests.cli.helpers import FIXTURES, PROJECT, project_env
+from tests.cli.helpers import FIXTURES, PROJECT, project_env, run_gpulab
 
 HEALTHY = PROJECT / "inventory" / "healthy.yml"
 
@@ -252,15 +251,7 @@ def test_extravars_never_on_the_command_line_and_later_wins(tmp_path: Path) -> N
     env = project_env(tmp_path)
 
     def run(*extra: str) -> dict[str, Any]:
-        proc = subprocess.run(
-            [sys.executable, "-m", "gpulab", "provision", "-i", str(HEALTHY), "--limit", "good1", *extra],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        proc = run_gpulab("provision", "-i", str(HEALTHY), "--limit", "good1", *extra, cwd=tmp_path, env=env)
         assert proc.returncode == 0, proc.stderr
         report: dict[str, Any] = json.loads((tmp_path / "runs" / "last" / "report.json").read_text())
         return report

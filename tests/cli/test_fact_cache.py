@@ -1,18 +1,17 @@
-"""The fact cache: per run by default, one shared jsonfile cache on request, another plugin left to ansible."""
+"""The fact cache: per run by default, one shared jsonfile cache on request, other plugins left to ansible."""
 
 from __future__ import annotations
 
 import json
 import os
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from gpulab.errors import UsageError
 from gpulab.runner import fact_cache
+from tests.cli.helpers import run_gpulab
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -57,15 +56,7 @@ def test_a_shared_cache_spares_the_next_render_its_fact_gathering(tmp_path: Path
     env.pop("ANSIBLE_CONFIG", None)
     runs = []
     for _ in range(2):
-        proc = subprocess.run(
-            [sys.executable, "-m", "gpulab", "render", "--output", str(tmp_path / "out")],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
+        proc = run_gpulab("render", "--output", str(tmp_path / "out"), cwd=REPO, env=env, timeout=300)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         runs.append((tmp_path / "runs" / "last").resolve())
     cache = tmp_path / "runs" / "fact_cache"
