@@ -3,68 +3,22 @@ disk use with hard links counted once, and when root may run a build's python. O
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
-from ._load import ROLE, dl_env_filters
+from ._load import dl_env_builds, dl_env_filters, make_build
 
-
-def _module() -> ModuleType:
-    name = "gpulab_test_dl_env_builds"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROLE / "library" / "dl_env_builds.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-B = _module()
+B = dl_env_builds()
 D1 = "a" * 12
 D2 = "b" * 12
 D3 = "c" * 12
-
-
-def make_build(
-    builds: Path,
-    dirname: str,
-    env: str | None,
-    digest: str,
-    complete: bool = True,
-    legacy: bool = False,
-    created: float | None = None,
-) -> Path:
-    """A build directory as the role leaves it: marker (or only the recorded digest, `legacy`)."""
-    build = builds / dirname
-    (build / "conda-meta").mkdir(parents=True)
-    (build / "bin").mkdir()
-    python = build / "bin" / "python"
-    python.write_text("#!/bin/sh\n", encoding="utf-8")
-    python.chmod(0o755)
-    if complete or legacy:
-        (build / B.DIGEST_FILE).write_text(digest + "\n", encoding="utf-8")
-    if not legacy and env is not None:
-        marker = {
-            "env": env,
-            "digest": digest,
-            "complete": complete,
-            "run_id": "r1",
-            "created_epoch": created if created is not None else time.time(),
-        }
-        (build / B.MARKER).write_text(json.dumps(marker), encoding="utf-8")
-    return build
 
 
 @pytest.fixture
