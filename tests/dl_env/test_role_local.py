@@ -1,6 +1,7 @@
-"""Disk full during an env build: the real dl_env role (ansible-playbook on this machine) builds with the
-lab's stand-in conda into an envs directory on a small tmpfs, so `conda env create` really hits ENOSPC.
-Needs root (mount); skipped, saying so, where mounting is impossible."""
+"""The real dl_env role (ansible-playbook on this machine, one local host) building with the lab's stand-in
+conda, installed by its own installer into tmp: a full disk during a build (the envs directory on a small
+tmpfs, so `conda env create` really hits ENOSPC; needs root to mount, skipped saying so elsewhere) and a
+live build whose gpulab marker was corrupted."""
 
 from __future__ import annotations
 
@@ -47,6 +48,14 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
+@pytest.fixture
+def conda_prefix(tmp_path: Path) -> Path:
+    installer = build_installer(tmp_path, "py311_25.11.1-1", cache_dir=REPO / ".cache" / "gpulab-lab")
+    prefix = tmp_path / "miniconda3"
+    subprocess.run(["sh", str(installer), "-b", "-p", str(prefix)], check=True, capture_output=True)
+    return prefix
+
+
 def _provision(tmp: Path, prefix: Path, envs: Path, conda_packages: list[str]) -> dict[str, Any]:
     spec = tmp / "byo.yml"
     spec.write_text("name: dl\nchannels: [conda-forge]\ndependencies:\n  - python=3.11\n  - pip\n")
@@ -80,23 +89,24 @@ def _provision(tmp: Path, prefix: Path, envs: Path, conda_packages: list[str]) -
     start = proc.stdout.find("{")
     assert start >= 0, proc.stdout + proc.stderr
     data: dict[str, Any] = json.JSONDecoder().raw_decode(proc.stdout[start:])[0]
-    failed = [
-        str(res.get("msg"))
+    results = [
+        res
         for play_result in data["plays"]
         for task in play_result["tasks"]
         for res in task["hosts"].values()
-        if res.get("failed")
     ]
-    return {"stats": data["stats"]["node1"], "failed": failed, "raw": proc.stdout}
+    return {
+        "stats": data["stats"]["node1"],
+        "failed": [str(res.get("msg")) for res in results if res.get("failed")],
+        "msgs": [str(res["msg"]) for res in results if isinstance(res.get("msg"), str)],
+    }
 
 
 @pytest.mark.slow
 def test_disk_full_during_a_build_keeps_the_live_env_and_the_next_run_with_space_recovers(
-    tmp_path: Path, small_disk: Path
+    tmp_path: Path, small_disk: Path, conda_prefix: Path
 ) -> None:
-    installer = build_installer(tmp_path, "py311_25.11.1-1", cache_dir=REPO / ".cache" / "gpulab-lab")
-    prefix = tmp_path / "miniconda3"
-    subprocess.run(["sh", str(installer), "-b", "-p", str(prefix)], check=True, capture_output=True)
+    prefix = conda_prefix
     envs = small_disk / "envs"
     builds = envs / ".gpulab"
 
@@ -130,3 +140,34 @@ def test_disk_full_during_a_build_keeps_the_live_env_and_the_next_run_with_space
     assert new != live and new.parent == builds and (new / "bin" / "python").exists()
     assert sorted(p.name for p in builds.iterdir()) == sorted([live.name, new.name])
     assert list((new / "conda-meta").glob("mkl-*.json"))
+
+
+@pytest.mark.slow
+def test_a_live_build_with_a_corrupted_marker_is_built_again_and_kept(
+    tmp_path: Path, conda_prefix: Path
+) -> None:
+    envs = tmp_path / "envs"
+    builds = envs / ".gpulab"
+    first = _provision(tmp_path, conda_prefix, envs, [])
+    assert first["stats"]["failures"] == 0, first["failed"]
+    old = Path(os.path.realpath(envs / "dl"))
+    marker = old / B.MARKER
+    spoiled = marker.read_bytes()[:30]  # truncated, as a disk fault or a crashed editor leaves it
+    marker.write_bytes(spoiled)
+
+    second = _provision(tmp_path, conda_prefix, envs, [])
+    assert second["stats"]["failures"] == 0, second["failed"]
+    said = [m for m in second["msgs"] if "building it again beside it instead of trusting it" in m]
+    assert len(said) == 1 and f"its gpulab marker {marker} is not JSON (truncated or garbage)" in said[0], (
+        said
+    )
+    new = Path(os.path.realpath(envs / "dl"))
+    assert new == builds / f"{old.name}-rebuild" and (new / "bin" / "python").exists()
+    assert B.live(envs, "dl")["marker"] == "" and B.is_complete(new)
+    # The old build is not provably gpulab's now: kept as it is, and prune says why.
+    assert old.is_dir() and marker.read_bytes() == spoiled
+    assert any(f"not removing {old} (its gpulab marker" in m for m in second["msgs"]), second["msgs"]
+
+    third = _provision(tmp_path, conda_prefix, envs, [])
+    assert third["stats"]["failures"] == 0 and third["stats"]["changed"] == 0, third["msgs"]
+    assert Path(os.path.realpath(envs / "dl")) == new and old.is_dir()
