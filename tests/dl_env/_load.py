@@ -1,10 +1,13 @@
-"""Load the dl_env role's filter plugin as a module (it is not a package)."""
+"""Load the dl_env role's filter plugin and build module as modules (they are not a package), and make
+build directories as the role leaves them."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -18,16 +21,56 @@ ROLE = REPO / "roles" / "dl_env"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
-def dl_env_filters() -> ModuleType:
-    name = "gpulab_test_dl_env_filters"
+def _load(name: str, path: Path) -> ModuleType:
     if name in sys.modules:
         return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROLE / "filter_plugins" / "dl_env.py")
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def dl_env_filters() -> ModuleType:
+    return _load("gpulab_test_dl_env_filters", ROLE / "filter_plugins" / "dl_env.py")
+
+
+def dl_env_builds() -> ModuleType:
+    """roles/dl_env/library/dl_env_builds.py, importable for its pure functions."""
+    return _load("gpulab_test_dl_env_builds", ROLE / "library" / "dl_env_builds.py")
+
+
+def make_build(
+    builds: Path,
+    dirname: str,
+    env: str | None,
+    digest: str,
+    complete: bool = True,
+    legacy: bool = False,
+    created: float | None = None,
+    run_id: str = "r1",
+) -> Path:
+    """A build directory as the role leaves it: marker (or only the recorded digest, `legacy`)."""
+    builds_module = dl_env_builds()
+    build = builds / dirname
+    (build / "conda-meta").mkdir(parents=True)
+    (build / "bin").mkdir()
+    python = build / "bin" / "python"
+    python.write_text("#!/bin/sh\n", encoding="utf-8")
+    python.chmod(0o755)
+    if complete or legacy:
+        (build / builds_module.DIGEST_FILE).write_text(digest + "\n", encoding="utf-8")
+    if not legacy and env is not None:
+        marker = {
+            "env": env,
+            "digest": digest,
+            "complete": complete,
+            "run_id": run_id,
+            "created_epoch": created if created is not None else time.time(),
+        }
+        (build / builds_module.MARKER).write_text(json.dumps(marker), encoding="utf-8")
+    return build
 
 
 def local_render_vars(out: Path) -> dict[str, Any]:

@@ -3,68 +3,22 @@ disk use with hard links counted once, and when root may run a build's python. O
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
-from ._load import ROLE, dl_env_filters
+from ._load import dl_env_builds, dl_env_filters, make_build
 
-
-def _module() -> ModuleType:
-    name = "gpulab_test_dl_env_builds"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROLE / "library" / "dl_env_builds.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-B = _module()
+B = dl_env_builds()
 D1 = "a" * 12
 D2 = "b" * 12
 D3 = "c" * 12
-
-
-def make_build(
-    builds: Path,
-    dirname: str,
-    env: str | None,
-    digest: str,
-    complete: bool = True,
-    legacy: bool = False,
-    created: float | None = None,
-) -> Path:
-    """A build directory as the role leaves it: marker (or only the recorded digest, `legacy`)."""
-    build = builds / dirname
-    (build / "conda-meta").mkdir(parents=True)
-    (build / "bin").mkdir()
-    python = build / "bin" / "python"
-    python.write_text("#!/bin/sh\n", encoding="utf-8")
-    python.chmod(0o755)
-    if complete or legacy:
-        (build / B.DIGEST_FILE).write_text(digest + "\n", encoding="utf-8")
-    if not legacy and env is not None:
-        marker = {
-            "env": env,
-            "digest": digest,
-            "complete": complete,
-            "run_id": "r1",
-            "created_epoch": created if created is not None else time.time(),
-        }
-        (build / B.MARKER).write_text(json.dumps(marker), encoding="utf-8")
-    return build
 
 
 @pytest.fixture
@@ -431,6 +385,7 @@ def test_live_without_an_environment_says_so_in_every_field(tree: tuple[Path, Pa
         "check": {},
         "check_age_s": None,
         "untrusted": "",
+        "marker": "",
     }
     assert _recheck(state) == "never checked"
 
@@ -483,3 +438,120 @@ def test_a_build_someone_else_could_change_is_checked_again(live_env: tuple[Path
     state = B.live(envs, "dl", now=1010.0)
     assert "writable" in state["untrusted"]
     assert _recheck(state).startswith("the environment may have been changed: ")
+
+
+# -- unreadable markers (disk fault, hand edit) -------------------------------------------------------
+GOOD_MARKER = {"env": "dl", "digest": D2 * 5, "complete": True, "run_id": "r1", "created_epoch": 1.0}
+UNREADABLE: dict[str, tuple[bytes, str]] = {
+    "truncated": (json.dumps(GOOD_MARKER).encode()[:25], "not JSON (truncated or garbage)"),
+    "garbage": (b"\x00\xff\xfe not a marker", "not JSON (truncated or garbage)"),
+    "empty": (b"", "not JSON (truncated or garbage)"),
+    "a list": (b'["dl", true]', "a JSON list, not an object"),
+    "env a number": (json.dumps(GOOD_MARKER | {"env": 5}).encode(), "wrong: its 'env' is 5"),
+    "complete a string": (
+        json.dumps(GOOD_MARKER | {"complete": "yes"}).encode(),
+        "wrong: its 'complete' is \"yes\"",
+    ),
+    "complete missing": (
+        json.dumps({"env": "dl", "digest": D2 * 5}).encode(),
+        "wrong: its 'complete' is null",
+    ),
+    "epoch a bool": (
+        json.dumps(GOOD_MARKER | {"created_epoch": True}).encode(),
+        "wrong: its 'created_epoch' is true",
+    ),
+}
+
+
+def _spoil(build: Path, raw: bytes) -> None:
+    (build / B.MARKER).write_bytes(raw)
+
+
+def _run_module(**args: Any) -> dict[str, Any]:
+    """The module as Ansible runs it: a python process given its arguments, printing its JSON."""
+    argv = [sys.executable, str(B.__file__), json.dumps({"ANSIBLE_MODULE_ARGS": args})]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    result: dict[str, Any] = json.loads(proc.stdout)
+    return result
+
+
+@pytest.mark.parametrize("case", UNREADABLE)
+def test_prune_and_clean_never_remove_a_build_whose_marker_is_unreadable_and_say_so(
+    tree: tuple[Path, Path], case: str
+) -> None:
+    envs, builds = tree
+    raw, why = UNREADABLE[case]
+    live = make_build(builds, f"dl-{D1}", "dl", D1 * 5, created=100)
+    finished = make_build(builds, f"dl-{D2}", "dl", D2 * 5, created=50)  # would be pruned with keep 0
+    half = make_build(builds, f"dl-{D3}", "dl", D3 * 5, complete=False)  # would be cleaned
+    link(envs, "dl", live)
+    _spoil(finished, raw)
+    _spoil(half, raw)
+    assert B.read_marker(finished) == (None, why)
+    assert B.owner_of(finished, "dl") == "" and B.builds_of(builds, "dl") == [live]
+    pruned = _run_module(state="prune", name="dl", envs_dir=str(envs), builds_dir=str(builds), keep=0)
+    cleaned = _run_module(state="clean", envs_dir=str(envs), builds_dir=str(builds))
+    assert pruned["changed"] is False and pruned["removed"] == [], pruned
+    assert cleaned["changed"] is False and cleaned["removed"] == [], cleaned
+    for build, result in ((finished, pruned), (half, pruned), (half, cleaned)):
+        said = [s for s in result["skipped"] if s.startswith(f"{build} (")]
+        assert len(said) == 1, result["skipped"]
+        assert f"its gpulab marker {build / B.MARKER} is {why}" in said[0]
+        assert "not provably a gpulab build" in said[0] and "not removing it" in said[0]
+    assert live.is_dir() and finished.is_dir() and half.is_dir()
+    assert (finished / B.MARKER).read_bytes() == raw  # nothing "repaired" it either
+
+
+def test_a_missing_marker_is_a_build_from_before_markers_or_a_half_made_one(tree: tuple[Path, Path]) -> None:
+    """Missing is not unreadable: with the digest its name carries, adopted (then pruned as any);
+    without a recorded digest, half-made (cleaned)."""
+    envs, builds = tree
+    live = make_build(builds, f"dl-{D1}", "dl", D1 * 5)
+    legacy = make_build(builds, f"dl-{D2}", None, D2 * 5, legacy=True)
+    half = make_build(builds, f"dl-{D3}", None, "", complete=False)
+    link(envs, "dl", live)
+    assert B.read_marker(legacy) == (None, "") and B.unreadable_builds(builds, "dl") == []
+    result = B.prune(envs, builds, "dl", 1)
+    assert result["adopted"] == [str(legacy)] and result["skipped"] == [] and legacy.is_dir()
+    assert B.clean(envs, builds)["removed"] == [str(half)] and not half.exists()
+
+
+def test_a_live_build_with_an_unreadable_marker_is_built_again_not_trusted(tree: tuple[Path, Path]) -> None:
+    """`live` names the problem, the role's decision (dl_env_build_reason) builds again beside it (the
+    role names the new build `<name>-<digest12>-rebuild`), and after the swap the next run is settled:
+    nothing to build, the old build kept and reported by every prune, no human step."""
+    envs, builds = tree
+    live = make_build(builds, f"dl-{D1}", "dl", D1 * 5)
+    link(envs, "dl", live)
+    build_reason = dl_env_filters().build_reason
+    assert B.live(envs, "dl")["marker"] == "" and build_reason(B.live(envs, "dl"), D1 * 5) == ""
+    _spoil(live, UNREADABLE["truncated"][0])
+    state = _run_module(state="live", name="dl", envs_dir=str(envs))
+    problem = f"its gpulab marker {live / B.MARKER} is not JSON (truncated or garbage)"
+    assert state["marker"] == problem and state["digest"] == D1 * 5  # same spec, yet not trusted
+    assert build_reason(state, D1 * 5) == f"the live build is not provably gpulab's: {problem}"
+    # What build.yml then does: a new build beside it, marked, checked, swapped in under the name.
+    rebuilt = make_build(builds, f"dl-{D1}-rebuild", "dl", D1 * 5)
+    (envs / ".dl.gpulab-next").symlink_to(rebuilt)
+    os.replace(envs / ".dl.gpulab-next", envs / "dl")
+    after = B.live(envs, "dl")
+    assert after["target"] == str(rebuilt) and after["marker"] == "" and build_reason(after, D1 * 5) == ""
+    for _ in range(2):
+        pruned = B.prune(envs, builds, "dl", 0)
+        assert pruned["changed"] is False and live.is_dir() and rebuilt.is_dir()
+        assert [s.split(" (")[0] for s in pruned["skipped"]] == [str(live)]
+
+
+def test_a_live_build_marked_for_another_env_or_unmarked_is_not_trusted(tree: tuple[Path, Path]) -> None:
+    envs, builds = tree
+    other = make_build(builds, f"dl-cpu-{D1}", "dl-cpu", D1 * 5)
+    link(envs, "dl", other)
+    assert "names environment dl-cpu, not dl" in B.live(envs, "dl")["marker"]
+    (envs / "dl").unlink()
+    bare = make_build(builds, f"dl-{D2}", None, "", complete=False)
+    link(envs, "dl", bare)
+    assert B.live(envs, "dl")["marker"] == f"{bare} has no gpulab marker"
+    (envs / "dl").unlink()
+    legacy = make_build(builds, f"dl-{D3}", None, D3 * 5, legacy=True)
+    link(envs, "dl", legacy)
+    assert B.live(envs, "dl")["marker"] == ""  # made before markers: adopted by its digest

@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO, VENV_BIN, repo_ansible_env
+from tests.dl_env._load import make_build
 
 HERE = Path(__file__).resolve().parent
 CASES = HERE / "playbooks" / "lock_cases.yml"
@@ -304,19 +305,23 @@ def test_non_root_cannot_take_the_lock(world_path: Path) -> None:
     assert not (world_path / "as_nobody" / "run-gpulab").exists()
 
 
+def _cleanup_hosts(tmp: Path, *names: str) -> dict[str, Any]:
+    """The same inventory a provision uses (cleanup resolves the miniconda inputs as a run would)."""
+    return {
+        name: _host(
+            tmp,
+            name,
+            miniconda_download_dir=str(tmp / name / "dl"),
+            miniconda_accept_tos=True,
+            miniconda_prefix=str(tmp / name / "miniconda3"),
+        )
+        for name in names
+    }
+
+
 def test_cleanup_releases_the_interrupted_runs_lock_and_removes_its_downloads(tmp_path: Path) -> None:
     here = socket.gethostname()
-    # The same inventory a provision uses (cleanup resolves the miniconda inputs as a run would).
-    hosts = {
-        name: _host(
-            tmp_path,
-            name,
-            miniconda_download_dir=str(tmp_path / name / "dl"),
-            miniconda_accept_tos=True,
-            miniconda_prefix=str(tmp_path / name / "miniconda3"),
-        )
-        for name in ("ours", "theirs", "clean")
-    }
+    hosts = _cleanup_hosts(tmp_path, "ours", "theirs", "clean")
     # The interrupted run: its controller process may still be alive (gpulab runs cleanup itself).
     _plant(tmp_path, "ours", _holder(run_id="run-interrupted", controller=here, controller_pid=os.getpid()))
     _plant(tmp_path, "theirs", _holder())
@@ -338,3 +343,45 @@ def test_cleanup_releases_the_interrupted_runs_lock_and_removes_its_downloads(tm
     assert result["stats"]["clean"]["changed"] == 0
     again = _playbook(tmp_path, hosts, CLEANUP, "-e", "gpulab_run_id=run-interrupted")
     assert again["stats"]["ours"]["changed"] == 0
+
+
+def test_cleanup_removes_the_half_made_env_builds_a_killed_run_left(tmp_path: Path) -> None:
+    """Run R was killed while dl_env built: its build marked unfinished (killed after `mark`), a build
+    with no marker and no recorded digest (killed inside `conda env create`) and the temporary
+    `.dl.gpulab-next` link (killed between link and swap). cleanup.yml removes those; the live build, a
+    kept finished one and a user's `-adopted` stay. A host another live run holds is not touched."""
+    here = socket.gethostname()
+    hosts = _cleanup_hosts(tmp_path, "ours", "theirs")
+    _plant(tmp_path, "ours", _holder(run_id="run-R", controller=here, controller_pid=os.getpid()))
+    _plant(tmp_path, "theirs", _holder())
+    made: dict[str, dict[str, Path]] = {}
+    for name in hosts:
+        envs = tmp_path / name / "miniconda3" / "envs"
+        builds = envs / ".gpulab"
+        made[name] = {
+            "live": make_build(builds, f"dl-{'a' * 12}", "dl", "a" * 64, run_id="run-Q"),
+            "kept": make_build(builds, f"dl-{'b' * 12}", "dl", "b" * 64, run_id="run-P"),
+            "unfinished": make_build(
+                builds, f"dl-{'c' * 12}", "dl", "c" * 64, complete=False, run_id="run-R"
+            ),
+            "in_create": make_build(builds, f"dl-cpu-{'d' * 12}", None, "", complete=False),
+            "adopted": make_build(builds, "dl-adopted", None, "", complete=False),
+        }
+        (envs / "dl").symlink_to(made[name]["live"])
+        (envs / ".dl.gpulab-next").symlink_to(made[name]["unfinished"])
+    result = _playbook(tmp_path, hosts, CLEANUP, "-e", "gpulab_run_id=run-R")
+    assert {h: s["failures"] for h, s in result["stats"].items()} == dict.fromkeys(hosts, 0), result["failed"]
+    ours = made["ours"]
+    envs = tmp_path / "ours" / "miniconda3" / "envs"
+    assert not ours["unfinished"].exists() and not ours["in_create"].exists()
+    assert not os.path.lexists(envs / ".dl.gpulab-next")
+    assert ours["live"].is_dir() and ours["kept"].is_dir() and ours["adopted"].is_dir()
+    assert os.path.realpath(envs / "dl") == str(ours["live"]) and (envs / "dl" / "bin" / "python").exists()
+    assert "dl_env : cleanup | Remove half-made builds and temporary links" in result["changed"]["ours"]
+    # Another live run holds "theirs": everything of it is that run's, left as it was.
+    assert all(path.is_dir() for path in made["theirs"].values())
+    assert os.path.lexists(tmp_path / "theirs" / "miniconda3" / "envs" / ".dl.gpulab-next")
+    assert any("not cleaned" in m for m in result["msgs"]["theirs"])
+    again = _playbook(tmp_path, hosts, CLEANUP, "-e", "gpulab_run_id=run-R")
+    assert again["stats"]["ours"]["changed"] == 0 and again["stats"]["ours"]["failures"] == 0
+    assert ours["live"].is_dir() and ours["kept"].is_dir()

@@ -457,6 +457,19 @@ def recheck_reason(
     return ""
 
 
+def build_reason(live: Mapping[str, Any], spec_digest: str) -> str:
+    """Why the environment must be built ("" when the live build stays): `live` is dl_env_builds'
+    `state: live` result. A live build whose marker is unreadable or not this env's is built again
+    beside it rather than trusted (the module keeps it: it is not provably gpulab's)."""
+    if not (live.get("exists") and live.get("python")):
+        return "there is no live environment"
+    if live.get("marker"):
+        return f"the live build is not provably gpulab's: {live['marker']}"
+    if live.get("digest") != spec_digest:
+        return "its spec changed"
+    return ""
+
+
 # -- several environments --------------------------------------------------------------------------
 ENV_LAYERS = ("dl_env_envs", "dl_env_group_envs", "dl_env_host_envs")
 ENV_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -617,4 +630,5 @@ class FilterModule:
             "dl_env_redact": redact_url_userinfo,
             "dl_env_parse_check": parse_check,
             "dl_env_recheck_reason": recheck_reason,
+            "dl_env_build_reason": build_reason,
         }

@@ -7,7 +7,9 @@ they cost on disk, and whether root may run their python.
 Everything that removes or executes a build goes through this module, so prune, `state: absent`,
 the interrupted-run cleanup and the MLP check apply the same rules:
 - a build is gpulab's only when its marker (``conda-meta/gpulab-build.json``) names THAT env; builds
-  made before markers existed are adopted by the digest they recorded (``gpulab-spec.sha256``);
+  made before markers existed are adopted by the digest they recorded (``gpulab-spec.sha256``); a
+  marker that is there but unreadable (truncated, garbage, wrong types) proves nothing: that build is
+  never removed, prune and clean say so, and a live build with one is built again (``live``);
 - the live build (the public name, resolved with realpath) is never removed;
 - a build some process uses (``/proc/*/exe``, ``maps``, ``cwd``) is never removed;
 - root runs a build's python only when every directory from ``/`` to it and the python itself are
@@ -110,6 +112,10 @@ untrusted:
   description: Why root must not run the live build's python ("" when it may).
   returned: state is live
   type: str
+marker:
+  description: Why the live build is not provably gpulab's build of this env ("" when it is, or the name is no link).
+  returned: state is live
+  type: str
 record:
   description: The check record as written, with the build's digest and the host's time (when, epoch).
   returned: state is record
@@ -122,6 +128,9 @@ CHECK_RECORD = "conda-meta/gpulab-check.json"
 NEXT_SUFFIX = ".gpulab-next"
 ADOPTED_SUFFIX = "-adopted"
 _HEX12 = "[0-9a-f]{12}"
+# What write_marker writes, by type; a marker without these is not one gpulab wrote.
+MARKER_FIELDS: dict[str, type | tuple[type, ...]] = {"env": str, "digest": str, "complete": bool}
+MARKER_OPTIONAL: dict[str, type | tuple[type, ...]] = {"run_id": str, "created": str, "created_epoch": (int, float)}
 
 
 class BuildError(Exception):
@@ -135,6 +144,37 @@ def read_json(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def read_marker(build: Path) -> tuple[dict[str, Any] | None, str]:
+    """`build`'s marker and, when the file is there but is not one gpulab wrote, why: (marker, ""),
+    (None, "") when there is none, (None, "not JSON (truncated or garbage)") and the like."""
+    path = build / MARKER
+    if not os.path.lexists(path):
+        return None, ""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        return None, f"unreadable ({exc.strerror or exc})"
+    except ValueError:
+        return None, "not JSON (truncated or garbage)"
+    if not isinstance(data, dict):
+        return None, f"a JSON {type(data).__name__}, not an object"
+    for key, types in [*MARKER_FIELDS.items(), *MARKER_OPTIONAL.items()]:
+        value = data.get(key)
+        # bool is an int to Python, not to a marker: `complete` is a bool, `created_epoch` a number
+        wrong = not isinstance(value, types) or isinstance(value, bool) != (types is bool)
+        if (key in MARKER_FIELDS or key in data) and wrong:
+            return None, f"wrong: its {key!r} is {json.dumps(value)[:40]}"
+    if not data["env"]:
+        return None, "wrong: its 'env' is empty"
+    return data, ""
+
+
+def marker_problem(build: Path) -> str:
+    """Why `build`'s marker proves nothing ("" when it is fine or absent), with the file's path."""
+    _, problem = read_marker(build)
+    return f"its gpulab marker {build / MARKER} is {problem}" if problem else ""
 
 
 def build_pattern(name: str) -> re.Pattern[str]:
@@ -151,8 +191,11 @@ def recorded_digest(build: Path) -> str:
 
 def owner_of(build: Path, name: str) -> str:
     """Why `build` is env `name`'s gpulab build: "marker", "digest" (made before markers: its name
-    carries the digest it recorded), or "" (not gpulab's build of this env: never touched)."""
-    marker = read_json(build / MARKER)
+    carries the digest it recorded), or "" (not gpulab's build of this env, or its marker is unreadable:
+    never touched)."""
+    marker, problem = read_marker(build)
+    if problem:
+        return ""
     if marker is not None:
         return "marker" if marker.get("env") == name else ""
     if not build_pattern(name).match(build.name):
@@ -176,15 +219,30 @@ def builds_of(builds_dir: Path, name: str) -> list[Path]:
     return sorted(p for p in builds_dir.iterdir() if p.is_dir() and not p.is_symlink() and owner_of(p, name))
 
 
+def unreadable_builds(builds_dir: Path, name: str) -> list[tuple[Path, str]]:
+    """Builds named like env `name`'s (`<name>-<digest12>[-rebuild]`) whose marker is there but
+    unreadable, with why: not provably gpulab's, so kept, and reported."""
+    if not builds_dir.is_dir():
+        return []
+    pattern = re.compile(rf"^{re.escape(name)}-{_HEX12}(-rebuild)?$")
+    found = []
+    for build in sorted(builds_dir.iterdir()):
+        if build.is_dir() and not build.is_symlink() and pattern.match(build.name):
+            problem = marker_problem(build)
+            if problem:
+                found.append((build, problem))
+    return found
+
+
 def is_complete(build: Path) -> bool:
-    marker = read_json(build / MARKER)
+    marker, _ = read_marker(build)
     if marker is not None:
         return bool(marker.get("complete"))
     return bool(recorded_digest(build))
 
 
 def created_at(build: Path) -> float:
-    marker = read_json(build / MARKER) or {}
+    marker = read_marker(build)[0] or {}
     value = marker.get("created_epoch")
     if isinstance(value, int | float):
         return float(value)
@@ -409,7 +467,7 @@ def seal(build: Path, group: str = "") -> bool:
 # -- changing builds -------------------------------------------------------------------------------
 def write_marker(build: Path, name: str, digest: str, run_id: str, complete: bool) -> bool:
     marker = build / MARKER
-    old = read_json(marker) or {}
+    old = read_marker(build)[0] or {}  # an unreadable marker is replaced, not merged
     keep = {k: old.get(k) for k in ("created", "created_epoch")} if old.get("env") == name else {}
     now = time.time()
     data = {
@@ -444,13 +502,18 @@ def plan_prune(envs_dir: Path, builds_dir: Path, name: str, keep: int) -> dict[s
     ours = [b for b in builds_of(builds_dir, name) if Path(os.path.realpath(b)) != live]
     adopt = [b for b in ours if owner_of(b, name) == "digest"]
     finished = sorted((b for b in ours if is_complete(b)), key=created_at, reverse=True)
-    return {"remove": finished[max(keep, 0) :], "adopt": adopt, "live": live}
+    return {
+        "remove": finished[max(keep, 0) :],
+        "adopt": adopt,
+        "live": live,
+        "unreadable": [(b, p) for b, p in unreadable_builds(builds_dir, name) if Path(os.path.realpath(b)) != live],
+    }
 
 
 def prune(envs_dir: Path, builds_dir: Path, name: str, keep: int, check: bool = False) -> dict[str, Any]:
     plan = plan_prune(envs_dir, builds_dir, name, keep)
     removed: list[str] = []
-    skipped: list[str] = []
+    skipped = [f"{build} ({unproven_message(problem)})" for build, problem in plan["unreadable"]]
     adopted = [str(b) for b in plan["adopt"]]
     if not check:
         for build in plan["adopt"]:
@@ -464,6 +527,13 @@ def prune(envs_dir: Path, builds_dir: Path, name: str, keep: int, check: bool = 
             _remove_tree(build)
         removed.append(str(build))
     return {"removed": removed, "adopted": adopted, "skipped": skipped, "changed": bool(removed or adopted)}
+
+
+def unproven_message(problem: str) -> str:
+    return (
+        f"{problem}, so it is not provably a gpulab build: not removing it "
+        "(remove it by hand once you know whose it is)"
+    )
 
 
 def remove_env(envs_dir: Path, builds_dir: Path, name: str, check: bool = False) -> dict[str, Any]:
@@ -515,7 +585,10 @@ def clean(envs_dir: Path, builds_dir: Path, check: bool = False) -> dict[str, An
         for build in sorted(builds_dir.iterdir()):
             if not build.is_dir() or build.is_symlink() or Path(os.path.realpath(build)) in lives:
                 continue
-            marker = read_json(build / MARKER)
+            marker, problem = read_marker(build)
+            if problem:
+                skipped.append(f"{build} ({unproven_message(marker_problem(build))})")
+                continue
             leftover = build.name.startswith(".") and build.name.endswith(".removing")
             half = (marker is not None and not marker.get("complete")) or (
                 marker is None
@@ -542,8 +615,8 @@ def inspect(envs_dir: Path, builds_dir: Path) -> dict[str, Any]:
         for build in builds_dir.iterdir():
             if not build.is_dir() or build.is_symlink():
                 continue
-            marker = read_json(build / MARKER)
-            if marker and isinstance(marker.get("env"), str):
+            marker, _ = read_marker(build)
+            if marker:
                 names.add(marker["env"])
             elif re.match(rf"^.+-{_HEX12}$", build.name) and recorded_digest(build):
                 names.add(build.name[:-13])
@@ -553,7 +626,7 @@ def inspect(envs_dir: Path, builds_dir: Path) -> dict[str, Any]:
         live = live_build(envs_dir, name)
         builds = builds_of(builds_dir, name)
         trees[name] = builds
-        live_marker = read_json(live / MARKER) if live else None
+        live_marker = read_marker(live)[0] if live else None
         envs[name] = {
             "public": str(envs_dir / name),
             "live": str(live) if live and live in [Path(os.path.realpath(b)) for b in builds] else "",
@@ -562,7 +635,7 @@ def inspect(envs_dir: Path, builds_dir: Path) -> dict[str, Any]:
                 {
                     "path": str(b),
                     "complete": is_complete(b),
-                    "digest": (read_json(b / MARKER) or {}).get("digest") or recorded_digest(b),
+                    "digest": (read_marker(b)[0] or {}).get("digest") or recorded_digest(b),
                 }
                 for b in builds
             ],
@@ -616,6 +689,21 @@ def record(build: Path, data: dict[str, Any], now: float | None = None) -> dict[
     return data
 
 
+def live_marker_problem(build: Path, name: str) -> str:
+    """Why the build the public name points at is not provably gpulab's build of `name`: its marker
+    unreadable, naming another env, or missing on a build that recorded no matching digest."""
+    if not build.is_dir():
+        return ""
+    marker, problem = read_marker(build)
+    if problem:
+        return marker_problem(build)
+    if marker is not None and marker.get("env") != name:
+        return f"its gpulab marker {build / MARKER} names environment {marker.get('env')}, not {name}"
+    if marker is None and owner_of(build, name) != "digest":
+        return f"{build} has no gpulab marker"
+    return ""
+
+
 def live(envs_dir: Path, name: str, now: float | None = None) -> dict[str, Any]:
     """Everything a run needs to know about env `name`'s live build, read in one go: whether the public
     name exists and is a link, where it points, its python, the spec digest it recorded, its last MLP
@@ -630,9 +718,11 @@ def live(envs_dir: Path, name: str, now: float | None = None) -> dict[str, Any]:
         "check": {},
         "check_age_s": None,
         "untrusted": "",
+        "marker": "",
     }
     if out["link"]:
         out["target"] = os.path.realpath(public)
+        out["marker"] = live_marker_problem(Path(out["target"]), name)
     if not out["python"]:
         return out
     out["digest"] = recorded_digest(public)
