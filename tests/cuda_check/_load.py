@@ -1,4 +1,4 @@
-"""Load the cuda_check role's Python (module and filter plugin) from their files, and find fixtures."""
+"""Load cuda_check's Python (the collection's module and filter plugin) from their files; find fixtures."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 ROLE = REPO / "roles" / "cuda_check"
-MODULE_PATH = ROLE / "library" / "nvidia_gpu_facts.py"
-FILTER_PATH = ROLE / "filter_plugins" / "cuda_check.py"
+MODULE_PATH = REPO / "plugins" / "modules" / "nvidia_gpu_facts.py"
+FILTER_PATH = REPO / "plugins" / "filter" / "cuda_check.py"
 # The product's own corpus of real nvidia-smi outputs (issue 17: never the lab's fixtures).
 CORPUS = REPO / "tests" / "corpus" / "nvidia-smi"
 

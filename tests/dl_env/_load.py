@@ -1,4 +1,4 @@
-"""Load the dl_env role's filter plugin as a module (it is not a package)."""
+"""Load the collection's dl_env filter plugin as a module (plugins/ is not a package)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def dl_env_filters() -> ModuleType:
     name = "gpulab_test_dl_env_filters"
     if name in sys.modules:
         return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROLE / "filter_plugins" / "dl_env.py")
+    spec = importlib.util.spec_from_file_location(name, REPO / "plugins" / "filter" / "dl_env.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
@@ -48,7 +48,7 @@ def run_role_entry(
     (tmp / "hosts.yml").write_text(yaml.safe_dump(inventory), encoding="utf-8")
     task = {
         "name": f"Run dl_env {tasks_from}",
-        "ansible.builtin.include_role": {"name": "dl_env", "tasks_from": tasks_from},
+        "ansible.builtin.include_role": {"name": "gpulab.gpulab.dl_env", "tasks_from": tasks_from},
     }
     play = [{"name": tasks_from.capitalize(), "hosts": "all", "gather_facts": False, "tasks": [task]}]
     (tmp / f"{tasks_from}.yml").write_text(yaml.safe_dump(play), encoding="utf-8")

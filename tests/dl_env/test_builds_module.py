@@ -1,4 +1,4 @@
-"""roles/dl_env/library/dl_env_builds.py: which builds are gpulab's, never the live one or one in use,
+"""plugins/modules/dl_env_builds.py: which builds are gpulab's, never the live one or one in use,
 disk use with hard links counted once, and when root may run a build's python. On real trees in tmp."""
 
 from __future__ import annotations
@@ -16,14 +16,14 @@ from typing import Any
 
 import pytest
 
-from ._load import ROLE, dl_env_filters
+from ._load import REPO, dl_env_filters
 
 
 def _module() -> ModuleType:
     name = "gpulab_test_dl_env_builds"
     if name in sys.modules:
         return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROLE / "library" / "dl_env_builds.py")
+    spec = importlib.util.spec_from_file_location(name, REPO / "plugins" / "modules" / "dl_env_builds.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
