@@ -31,7 +31,9 @@ LINK = Path(".cache") / "collections"
 
 
 def is_collection(path: Path) -> bool:
-    return (path / "galaxy.yml").is_file() and (path / "playbooks").is_dir()
+    """A collection root: galaxy.yml (checkout, wheel) or MANIFEST.json (installed by ansible-galaxy)."""
+    meta = (path / "galaxy.yml").is_file() or (path / "MANIFEST.json").is_file()
+    return meta and (path / "playbooks").is_dir()
 
 
 def checkout() -> Path | None:
