@@ -51,7 +51,8 @@ def _load_parsers() -> ModuleType:
     spec = importlib.util.spec_from_file_location(
         name, Path(__file__).resolve().parents[1] / "plugin_utils" / "dl_env_specs.py"
     )
-    assert spec is not None and spec.loader is not None
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {name} from plugins/plugin_utils/dl_env_specs.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses look their module up while the class is built
     spec.loader.exec_module(module)
