@@ -198,10 +198,18 @@ def test_collection_playbooks_by_fqcn_from_an_empty_directory(
 
 def _copy_source(dest: Path) -> None:
     """The files a wheel is built from (a copy: pip's in-tree build would write build/ into the checkout)."""
-    for name in ("pyproject.toml", "setup.py", "MANIFEST.in", "galaxy.yml", "README.md", "ansible.cfg"):
+    for name in (
+        "pyproject.toml",
+        "setup.py",
+        "MANIFEST.in",
+        "galaxy.yml",
+        "CHANGELOG.md",
+        "README.md",
+        "ansible.cfg",
+    ):
         shutil.copy2(REPO / name, dest / name)
     junk = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
-    for name in ("src", *sorted(CONTENT - {"README.md", "ansible.cfg"})):
+    for name in ("src", *sorted(CONTENT - {"CHANGELOG.md", "README.md", "ansible.cfg"})):
         shutil.copytree(REPO / name, dest / name, ignore=junk)
 
 
