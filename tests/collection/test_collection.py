@@ -30,6 +30,7 @@ PLAYBOOKS = sorted(p.stem for p in (REPO / "playbooks").glob("*.yml"))
 GALAXY = yaml.safe_load((REPO / "galaxy.yml").read_text(encoding="utf-8"))
 # What `gpulab/_collection/` in the wheel and the galaxy tarball hold, besides the metadata files.
 CONTENT = {
+    "CHANGELOG.md",
     "README.md",
     "ansible.cfg",
     "docs",

@@ -16,7 +16,7 @@ import pytest
 
 from gpulab.lab import nvidia_smi as lab_nvidia_smi
 
-from ._load import MODULE_PATH, REPO, fixtures, gpu_facts, proc_fixtures
+from ._load import REPO, fixtures, gpu_facts, proc_fixtures
 
 NvidiaSmiError = gpu_facts.NvidiaSmiError
 
@@ -379,10 +379,8 @@ def _adhoc(args: str, env: dict[str, str]) -> dict[str, Any]:
         "local",
         "-e",
         f"ansible_python_interpreter={sys.executable}",
-        "-M",
-        str(MODULE_PATH.parent),
         "-m",
-        "nvidia_gpu_facts",
+        "gpulab.gpulab.nvidia_gpu_facts",  # by FQCN: the checkout's ansible.cfg finds the collection
         "-a",
         args,
     ]
