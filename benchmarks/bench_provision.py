@@ -41,10 +41,13 @@ def run_gpulab(project: Path, inventory: Path, state: Path) -> tuple[float, int]
 
 
 def run_ansible_playbook(project: Path, inventory: Path) -> tuple[float, int]:
+    from gpulab.collection import collections_dir
+
     env = dict(os.environ)
     env.update(
         ANSIBLE_CONFIG=str(project / "ansible.cfg"),
         ANSIBLE_ROLES_PATH=str(project / "roles"),
+        ANSIBLE_COLLECTIONS_PATH=str(collections_dir(project)),  # as gpulab.runner passes it
         ANSIBLE_HOST_KEY_CHECKING=os.environ.get("ANSIBLE_HOST_KEY_CHECKING", "True"),
         PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", os.defpath)]),
     )

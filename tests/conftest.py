@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
 import shutil
 import subprocess
@@ -15,6 +16,25 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = REPO / ".venv" / "bin"
 IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The checkout's gpulab.gpulab link (ansible.cfg's collections_path, Molecule's base config)."""
+    from gpulab.collection import collections_dir
+
+    collections_dir(REPO)
+
+
+@functools.cache
+def ansible_loader() -> None:
+    """Ansible's plugin loader with gpulab.gpulab findable, set up ONCE per process: a second
+    init_plugin_loader() installs no new collection finder, so whichever test module came first would
+    decide whether `gpulab.gpulab.*` filters resolve (test order must not matter)."""
+    from ansible.plugins.loader import init_plugin_loader  # type: ignore[import-untyped]
+
+    from gpulab.collection import collections_dir
+
+    init_plugin_loader([str(collections_dir(REPO))])
 
 
 def require_containers() -> None:

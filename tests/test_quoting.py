@@ -17,10 +17,11 @@ from typing import Any
 import pytest
 import yaml
 from ansible.parsing.dataloader import DataLoader  # type: ignore[import-untyped]
-from ansible.plugins.loader import add_all_plugin_dirs, init_plugin_loader  # type: ignore[import-untyped]
 from ansible.template import Templar, trust_as_template  # type: ignore[import-untyped]
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from tests.conftest import ansible_loader
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_TEMPLATE = REPO / "templates" / "environment.yml.j2"
@@ -101,9 +102,8 @@ HOSTILE = st.one_of(
     st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=24),
 )
 NAME_LIKE = st.lists(HOSTILE, min_size=1, max_size=4)
-# The collection loader, so `ansible.builtin.*` names resolve as they do in a playbook run.
-init_plugin_loader()
-add_all_plugin_dirs(str(DL_ENV))
+# The collection loader, so `ansible.builtin.*` and `gpulab.gpulab.*` names resolve as in a playbook run.
+ansible_loader()
 PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -209,7 +209,8 @@ def _byo_render(tmp: Path, source: dict[str, Any], conda: list[str], pip: list[s
     templar = Templar(loader=DataLoader(), variables={"base": str(base), "conda": conda, "pip": pip})
     body = templar.template(
         trust_as_template(
-            "{{ lookup('ansible.builtin.file', base) | dl_env_spec_rewrite(base, '12.9', conda, pip) }}"
+            "{{ lookup('ansible.builtin.file', base)"
+            " | gpulab.gpulab.dl_env_spec_rewrite(base, '12.9', conda, pip) }}"
         )
     )
     assert isinstance(body, str)

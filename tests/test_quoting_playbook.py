@@ -103,7 +103,9 @@ def played(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     (tmp / "condarc").mkdir()
     (tmp / "shell").mkdir()
     (tmp / "hosts.yml").write_text(yaml.dump(inventory, Dumper=_Dumper), encoding="utf-8")
-    include = {"ansible.builtin.include_role": {"name": "miniconda", "tasks_from": "{{ item }}"}}
+    include = {
+        "ansible.builtin.include_role": {"name": "gpulab.gpulab.miniconda", "tasks_from": "{{ item }}"}
+    }
     plays = [
         {
             "name": "Render the env specs",
@@ -112,7 +114,7 @@ def played(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             "tasks": [
                 {
                     "name": "Render the spec",
-                    "ansible.builtin.include_role": {"name": "dl_env", "tasks_from": "render"},
+                    "ansible.builtin.include_role": {"name": "gpulab.gpulab.dl_env", "tasks_from": "render"},
                 }
             ],
         },

@@ -1,6 +1,7 @@
 """Run one playbook through ansible-runner's Python API and keep its artifacts.
 
-Layout of the state directory (``GPULAB_STATE_DIR``, default ``<project>/runs``)::
+Layout of the state directory (``GPULAB_STATE_DIR``, default ``<project>/runs`` in a checkout,
+``~/.local/state/gpulab/runs`` for an installed gpulab, see :func:`gpulab.collection.work_dir`)::
 
     runs/<ident>/            one per run: ansible-runner's private data dir *and* artifact dir
         job_events/*.json    every event (the event handler returns True)
@@ -32,6 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from gpulab import collection
 from gpulab import extravars as xvars
 from gpulab.connection import ConnectionOptions
 from gpulab.errors import ExitCode, GpulabError, ParseError, UsageError
@@ -44,23 +46,27 @@ DEFAULT_KEEP_RUNS = 20
 # How often (s) ansible-runner's pexpect loop wakes up to ask the cancel callback.
 _PEXPECT_TIMEOUT = 0.5
 
+# ansible-core's default collections_path, kept after gpulab's own when the user sets none.
+_DEFAULT_COLLECTIONS = os.pathsep.join(["~/.ansible/collections", "/usr/share/ansible/collections"])
+
 EventHandler = Callable[[dict[str, Any]], bool]
 
 
 def project_dir() -> Path:
-    """The repository root: ``GPULAB_PROJECT_DIR`` or ``src/gpulab/../..``."""
+    """Where the playbooks are: ``GPULAB_PROJECT_DIR``, else the gpulab.gpulab collection (the checkout's
+    root, or the copy an installed wheel carries: :func:`gpulab.collection.root`)."""
     override = os.environ.get("GPULAB_PROJECT_DIR")
     if override:
         path = Path(override).expanduser().resolve()
         if not path.is_dir():
             raise UsageError(f"GPULAB_PROJECT_DIR={override} is not a directory")
         return path
-    return Path(__file__).resolve().parents[2]
+    return collection.root()
 
 
 def state_dir(project: Path) -> Path:
     override = os.environ.get("GPULAB_STATE_DIR")
-    return Path(override).expanduser().resolve() if override else project / "runs"
+    return Path(override).expanduser().resolve() if override else collection.work_dir(project) / "runs"
 
 
 def new_ident(now: datetime | None = None) -> str:
@@ -105,6 +111,13 @@ def build_envvars(project: Path, environ: Mapping[str, str]) -> dict[str, str]:
         # ansible-runner sets "False" unless the variable is already there: say what we mean.
         "ANSIBLE_HOST_KEY_CHECKING": environ.get("ANSIBLE_HOST_KEY_CHECKING", "True"),
         "ANSIBLE_ROLES_PATH": str(project / "roles"),
+        # gpulab.gpulab first (the project's own collection, whatever the cwd), then the user's paths.
+        "ANSIBLE_COLLECTIONS_PATH": os.pathsep.join(
+            [
+                str(collection.collections_dir(project)),
+                environ.get("ANSIBLE_COLLECTIONS_PATH", _DEFAULT_COLLECTIONS),
+            ]
+        ),
         "ANSIBLE_NOCOLOR": "1",
         # Fact cache: ansible-runner sets ANSIBLE_CACHE_PLUGIN=jsonfile and its connection from fact_cache.
         "ANSIBLE_CACHE_PLUGIN_TIMEOUT": environ.get("ANSIBLE_CACHE_PLUGIN_TIMEOUT", "86400"),

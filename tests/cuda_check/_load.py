@@ -1,4 +1,4 @@
-"""The cuda_check role's Python (module, filter plugin) loaded from their files, fixtures, ad hoc runs."""
+"""cuda_check's Python (the collection's module and filter plugin) from their files, fixtures, ad hoc runs."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 ROLE = REPO / "roles" / "cuda_check"
-MODULE_PATH = ROLE / "library" / "nvidia_gpu_facts.py"
-FILTER_PATH = ROLE / "filter_plugins" / "cuda_check.py"
+MODULE_PATH = REPO / "plugins" / "modules" / "nvidia_gpu_facts.py"
+FILTER_PATH = REPO / "plugins" / "filter" / "cuda_check.py"
 # The product's own corpus of real nvidia-smi outputs (issue 17: never the lab's fixtures).
 CORPUS = REPO / "tests" / "corpus" / "nvidia-smi"
 
@@ -61,7 +61,7 @@ ANSIBLE = Path(sys.executable).parent / "ansible"
 
 
 def adhoc(args: str, env: dict[str, str], timeout: float = 300) -> dict[str, Any]:
-    """The module run by `ansible localhost -m nvidia_gpu_facts -a ARGS`: its result, never a traceback."""
+    """`ansible localhost -m gpulab.gpulab.nvidia_gpu_facts -a ARGS`: the module's result, no traceback."""
     if not ANSIBLE.exists() and shutil.which("ansible") is None:
         pytest.fail("ansible is not installed next to the test interpreter")
     cmd = [
@@ -73,10 +73,8 @@ def adhoc(args: str, env: dict[str, str], timeout: float = 300) -> dict[str, Any
         "local",
         "-e",
         f"ansible_python_interpreter={sys.executable}",
-        "-M",
-        str(MODULE_PATH.parent),
         "-m",
-        "nvidia_gpu_facts",
+        "gpulab.gpulab.nvidia_gpu_facts",  # by FQCN: the checkout's ansible.cfg finds the collection
         "-a",
         args,
     ]

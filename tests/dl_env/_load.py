@@ -1,4 +1,4 @@
-"""Load the dl_env role's filter plugin and build module as modules (they are not a package), and make
+"""Load the collection's dl_env filter plugin and build module as modules (they are not a package), and make
 build directories as the role leaves them."""
 
 from __future__ import annotations
@@ -33,12 +33,12 @@ def _load(name: str, path: Path) -> ModuleType:
 
 
 def dl_env_filters() -> ModuleType:
-    return _load("gpulab_test_dl_env_filters", ROLE / "filter_plugins" / "dl_env.py")
+    return _load("gpulab_test_dl_env_filters", REPO / "plugins" / "filter" / "dl_env.py")
 
 
 def dl_env_builds() -> ModuleType:
-    """roles/dl_env/library/dl_env_builds.py, importable for its pure functions."""
-    return _load("gpulab_test_dl_env_builds", ROLE / "library" / "dl_env_builds.py")
+    """plugins/modules/dl_env_builds.py, importable for its pure functions."""
+    return _load("gpulab_test_dl_env_builds", REPO / "plugins" / "modules" / "dl_env_builds.py")
 
 
 def make_build(
@@ -91,7 +91,7 @@ def run_role_entry(
     (tmp / "hosts.yml").write_text(yaml.safe_dump(inventory), encoding="utf-8")
     task = {
         "name": f"Run dl_env {tasks_from}",
-        "ansible.builtin.include_role": {"name": "dl_env", "tasks_from": tasks_from},
+        "ansible.builtin.include_role": {"name": "gpulab.gpulab.dl_env", "tasks_from": tasks_from},
     }
     play = [{"name": tasks_from.capitalize(), "hosts": "all", "gather_facts": False, "tasks": [task]}]
     (tmp / f"{tasks_from}.yml").write_text(yaml.safe_dump(play), encoding="utf-8")

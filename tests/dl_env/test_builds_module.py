@@ -1,4 +1,4 @@
-"""roles/dl_env/library/dl_env_builds.py: which builds are gpulab's, never the live one or one in use,
+"""plugins/modules/dl_env_builds.py: which builds are gpulab's, never the live one or one in use,
 disk use with hard links counted once, and when root may run a build's python. On real trees in tmp."""
 
 from __future__ import annotations

@@ -187,7 +187,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
                 if host in results and "failed" in results[host]:
                     continue
                 if res.get("changed"):
-                    name = task["task"]["name"].removeprefix("miniconda : ")
+                    name = task["task"]["name"].removeprefix("gpulab.gpulab.").removeprefix("miniconda : ")
                     results.setdefault("changed", {}).setdefault(host, []).append(name)
                 if res.get("failed"):
                     results[host] = {"failed": str(res.get("msg", res))}

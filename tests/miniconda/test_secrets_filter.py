@@ -8,9 +8,7 @@ from types import ModuleType
 
 import pytest
 
-PLUGIN = (
-    Path(__file__).resolve().parents[2] / "roles" / "miniconda" / "filter_plugins" / "miniconda_secrets.py"
-)
+PLUGIN = Path(__file__).resolve().parents[2] / "plugins" / "filter" / "miniconda_secrets.py"
 
 
 def _load() -> ModuleType:

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """gpulab MLP training check: prove that this Python environment can really train a model, on the GPU
 when there is one.
 

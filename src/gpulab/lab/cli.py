@@ -11,6 +11,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from gpulab.collection import work_dir
 from gpulab.errors import ExitCode
 from gpulab.lab import cluster, nvidia_smi, ssh
 from gpulab.lab.podman import PodmanError
@@ -25,11 +26,11 @@ SIMULATED = (
 
 def lab_state_dir() -> Path:
     env = os.environ.get("GPULAB_LAB_DIR")
-    return Path(env).resolve() if env else project_dir() / ".gpulab" / "lab"
+    return Path(env).resolve() if env else work_dir(project_dir()) / ".gpulab" / "lab"
 
 
 def lab_cache_dir() -> Path:
-    return project_dir() / ".cache" / "gpulab-lab"
+    return work_dir(project_dir()) / ".cache" / "gpulab-lab"
 
 
 def cmd_up(args: argparse.Namespace) -> int:

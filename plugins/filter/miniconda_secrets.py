@@ -6,8 +6,8 @@
   channel tokens (``/t/<token>/``) replaced by ``***``, through dicts and lists. Use it in every message that
   may hold a URL (dl_env uses it too).
 - ``miniconda_has_secret``: whether a value (string, dict, list) holds such a secret.
-- ``miniconda_split_secrets``: a .condarc dict split into ``public`` (no secret anywhere) and ``secret`` (the keys,
-  or for a mapping such as ``proxy_servers`` the entries, that hold one).
+- ``miniconda_split_secrets``: a .condarc dict split into ``public`` (no secret anywhere) and ``secret``
+  (the keys, or for a mapping such as ``proxy_servers`` the entries, that hold one).
 """
 
 from __future__ import annotations

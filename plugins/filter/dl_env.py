@@ -3,7 +3,7 @@
 """Filters of the `dl_env` role: check, rewrite, merge and digest conda environment specs.
 
 Pure Python (PyYAML and `packaging`, which Ansible itself needs) so the unit tests import the functions
-directly. Which package an entry names comes from the parsers in `dl_env_specs.py` beside this file
+directly. Which package an entry names comes from the parsers in `plugins/plugin_utils/dl_env_specs.py`
 (conda MatchSpec, pip requirement lines). The `FilterModule` at the end only wraps the functions and
 turns `SpecError` into `AnsibleFilterError`.
 
@@ -43,12 +43,16 @@ import yaml
 
 
 def _load_parsers() -> ModuleType:
-    """dl_env_specs.py beside this file (filter plugin directories are not packages)."""
+    """plugins/plugin_utils/dl_env_specs.py, loaded by path: the same code whether Ansible loads this filter
+    from the collection or a test loads it from its file (neither makes plugins/ an importable package)."""
     name = "gpulab_dl_env_specs"
     if name in sys.modules:
         return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("dl_env_specs.py"))
-    assert spec is not None and spec.loader is not None
+    spec = importlib.util.spec_from_file_location(
+        name, Path(__file__).resolve().parents[1] / "plugin_utils" / "dl_env_specs.py"
+    )
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {name} from plugins/plugin_utils/dl_env_specs.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses look their module up while the class is built
     spec.loader.exec_module(module)
@@ -428,9 +432,7 @@ def _summarize(check: dict[str, Any]) -> dict[str, Any]:
     return check
 
 
-def recheck_reason(
-    live: Mapping[str, Any], driver: str, device: str, backend: str, max_age_s: float
-) -> str:
+def recheck_reason(live: Mapping[str, Any], driver: str, device: str, backend: str, max_age_s: float) -> str:
     """Why the live build's MLP check must run again ("" when its last check still holds).
 
     `live` is dl_env_builds' `state: live` result. A passed check holds while the build it checked is
@@ -447,7 +449,9 @@ def recheck_reason(
     if not check.get("digest") or check.get("digest") != live.get("digest"):
         return "its last check was of another build"
     if str(check.get("driver") or "") != str(driver or ""):
-        return f"the driver changed since its last check ({check.get('driver') or 'none'} -> {driver or 'none'})"
+        return (
+            f"the driver changed since its last check ({check.get('driver') or 'none'} -> {driver or 'none'})"
+        )
     if check.get("requested_device") != device or check.get("requested_backend") != backend:
         return f"the check now asks for device {device}, backend {backend}"
     if not isinstance(age, int | float) or age < 0:

@@ -13,7 +13,7 @@ def host_lock_describe(holder: Any) -> str:
         return "an unknown holder (holder.json missing or unreadable)"
     return (
         f"run {holder.get('run_id', '?')} by {holder.get('user', '?')}@{holder.get('controller', '?')}"
-        f" (controller pid {holder.get('controller_pid', '?')}, play \"{holder.get('play', '')}\","
+        f' (controller pid {holder.get("controller_pid", "?")}, play "{holder.get("play", "")}",'
         f" started {holder.get('started', '?')} host time)"
     )
 

@@ -2,8 +2,8 @@
 # Apache-2.0 (see the repository's license)
 """Parsers that tell which package an environment.yml entry names (helper of the `dl_env` filters).
 
-Not a filter itself (its `FilterModule` registers nothing): `dl_env.py` loads it by path, because filter
-plugins of a role are not importable as a package.
+Not a filter itself: it lives in the collection's `plugins/plugin_utils/` (controller-side helpers) and
+`plugins/filter/dl_env.py` loads it by path.
 
 - `parse_conda(text)`: a conda MatchSpec, following conda's documented grammar
   (https://docs.conda.io/projects/conda/en/latest/user-guide/concepts/pkg-specs.html) and the cases of
@@ -316,10 +316,3 @@ def parse_pip(line: str) -> PipEntry:
             return PipEntry(text=text, kind="path", name=_name_from_target(body), target=body)
         return PipEntry(text=text, kind="unknown")
     return PipEntry(text=text, kind="requirement", name=req.name, requirement=req, target=req.url or "")
-
-
-class FilterModule:
-    """Registers no filter: this file only serves dl_env.py."""
-
-    def filters(self) -> dict[str, object]:
-        return {}

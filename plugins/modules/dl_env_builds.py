@@ -79,6 +79,24 @@ options:
 author: gpulab contributors
 """
 
+EXAMPLES = r"""
+- name: Read which build the public name points at, and its last MLP check
+  gpulab.gpulab.dl_env_builds:
+    state: live
+    name: gpulab
+    envs_dir: /opt/miniconda3/envs
+    builds_dir: /opt/miniconda3/envs/.gpulab
+  register: live
+
+- name: Remove old builds, keeping one beside the live one (never one in use)
+  gpulab.gpulab.dl_env_builds:
+    state: prune
+    name: gpulab
+    envs_dir: /opt/miniconda3/envs
+    builds_dir: /opt/miniconda3/envs/.gpulab
+    keep: 1
+"""
+
 RETURN = r"""
 exists:
   description: Whether the public name exists (live; a dangling link counts).

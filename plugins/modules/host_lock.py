@@ -64,6 +64,24 @@ options:
     default: 5
 """
 
+EXAMPLES = r"""
+- name: Take the host lock, waiting up to 10 minutes for another run to finish
+  gpulab.gpulab.host_lock:
+    dir: /run/gpulab
+    state: present
+    run_id: "{{ gpulab_run_id }}"
+    holder:
+      controller: "{{ lookup('gpulab.gpulab.host_lock_controller').controller }}"
+    wait: 600
+  register: lock
+
+- name: Release it (only the holder's own run id releases)
+  gpulab.gpulab.host_lock:
+    dir: /run/gpulab
+    state: absent
+    run_id: "{{ gpulab_run_id }}"
+"""
+
 RETURN = r"""
 acquired:
   description: Whether this run holds the lock now (state=present).
