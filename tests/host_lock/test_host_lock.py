@@ -377,7 +377,10 @@ def test_cleanup_removes_the_half_made_env_builds_a_killed_run_left(tmp_path: Pa
     assert not os.path.lexists(envs / ".dl.gpulab-next")
     assert ours["live"].is_dir() and ours["kept"].is_dir() and ours["adopted"].is_dir()
     assert os.path.realpath(envs / "dl") == str(ours["live"]) and (envs / "dl" / "bin" / "python").exists()
-    assert "gpulab.gpulab.dl_env : cleanup | Remove half-made builds and temporary links" in result["changed"]["ours"]
+    assert (
+        "gpulab.gpulab.dl_env : cleanup | Remove half-made builds and temporary links"
+        in result["changed"]["ours"]
+    )
     # Another live run holds "theirs": everything of it is that run's, left as it was.
     assert all(path.is_dir() for path in made["theirs"].values())
     assert os.path.lexists(tmp_path / "theirs" / "miniconda3" / "envs" / ".dl.gpulab-next")
