@@ -7,24 +7,8 @@ directly. Which package an entry names comes from the parsers in `plugins/plugin
 (conda MatchSpec, pip requirement lines). The `FilterModule` at the end only wraps the functions and
 turns `SpecError` into `AnsibleFilterError`.
 
-Filters:
-- `dl_env_spec_check(text, source)`: parse an environment.yml text, return it as data, or fail with a
-  message naming `source` when it is not a conda environment spec (docs/env-specs.md).
-- `dl_env_spec_rewrite(text, source, cuda_version, conda, pip)`: a bring-your-own environment.yml made
-  fit for this host, as YAML text. Every entry is kept as written except the CUDA pins gpulab exists to
-  set (see `rewrite_conda_spec`, `rewrite_pip_line`).
-- `dl_env_spec_rewrite_result(...)`: the same as data: `{text, spec, pin_changes, local_paths}`;
-  `pin_changes` lists each entry gpulab changed as `{name, from, to}`.
-- `dl_env_merge_specs(layers, kind)`: merge package lists (all, group, host) of `kind` conda or pip:
-  same package (by its real name) -> the later layer wins at the earlier position; `!name` removes it;
-  entries whose name cannot be known are kept verbatim and never merged.
-- `dl_env_spec_digest(text)`: sha256 of the spec's data (comments and key layout do not count).
-- `dl_env_merge_envs(layers, defaults, conda_layers, pip_layers)`: the list of environments of a host
-  (dl_env_envs / dl_env_group_envs / dl_env_host_envs merged by name, defaults from the single-env vars).
-- `dl_env_redact(value)`: URL userinfo (`user:token@`) replaced by `***@` in a text or in every string of a
-  list/mapping (messages, errors, pin changes).
-- `dl_env_recheck_reason(live, driver, device, backend, max_age_s)`: why the live build's MLP check must
-  run again, or "" when its last passed check still holds (a no-op re-run does not train again).
+What each filter takes and returns: `plugins/filter/<filter name>.yml`
+(`ansible-doc -t filter gpulab.gpulab.<filter name>`).
 """
 
 from __future__ import annotations

@@ -2,12 +2,8 @@
 # Apache-2.0 (see the repository's license)
 """Filters of the miniconda role for secret-bearing values: the one home of what a secret looks like in a URL.
 
-- ``miniconda_redact``: the value with URL user info (``scheme://user:pass@``) and anaconda.org-style
-  channel tokens (``/t/<token>/``) replaced by ``***``, through dicts and lists. Use it in every message that
-  may hold a URL (dl_env uses it too).
-- ``miniconda_has_secret``: whether a value (string, dict, list) holds such a secret.
-- ``miniconda_split_secrets``: a .condarc dict split into ``public`` (no secret anywhere) and ``secret``
-  (the keys, or for a mapping such as ``proxy_servers`` the entries, that hold one).
+What each filter takes and returns: ``plugins/filter/<filter name>.yml``
+(``ansible-doc -t filter gpulab.gpulab.<filter name>``).
 """
 
 from __future__ import annotations

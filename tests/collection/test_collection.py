@@ -7,6 +7,7 @@ the installed copy), so nothing here can pass by finding the repository's own fi
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -137,11 +138,34 @@ def test_ansible_doc_renders_modules_lookup_filters_and_roles(installed: tuple[P
         assert str(coll) in out, f"{module} did not come from the installed collection"
         assert "EXAMPLES:" in out and "RETURN VALUES:" in out, module
     _run([doc, "-t", "lookup", "gpulab.gpulab.host_lock_controller"], empty, env)
+    # Every filter the plugins define is listed with its short description and has the docs of
+    # plugins/filter/<name>.yml: its input, what it returns and an example.
+    filters = sorted(f"gpulab.gpulab.{name}" for name in _filter_names())
+    assert "gpulab.gpulab.cuda_check_select" in filters
     listed = json.loads(_run([doc, "-t", "filter", "-l", "--json", "gpulab.gpulab"], empty, env))
-    assert {"gpulab.gpulab.dl_env_spec_rewrite", "gpulab.gpulab.cuda_check_select"} <= set(listed)
+    assert sorted(listed) == filters
+    assert not {name: desc for name, desc in listed.items() if not desc or desc == "UNDOCUMENTED"}
+    docs = json.loads(_run([doc, "-t", "filter", "--json", *filters], empty, env))
+    for name in filters:
+        assert str(coll) in docs[name]["doc"]["filename"], f"{name} is not the installed collection's"
+        assert "_input" in docs[name]["doc"]["options"], name
+        assert docs[name]["return"]["_value"]["description"], name
+        assert name in docs[name]["examples"], f"{name}'s EXAMPLES do not use it"
     roles = _run([doc, "-t", "role", "-l", "gpulab.gpulab"], empty, env)
     for role in ("cuda_check", "miniconda", "dl_env", "host_lock"):
         assert f"gpulab.gpulab.{role}" in roles
+
+
+def _filter_names() -> set[str]:
+    """The filters plugins/filter/*.py define: the keys of the dict each FilterModule.filters() returns."""
+    names: set[str] = set()
+    for path in (REPO / "plugins" / "filter").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.FunctionDef) and node.name == "filters":
+                for ret in ast.walk(node):
+                    if isinstance(ret, ast.Return) and isinstance(ret.value, ast.Dict):
+                        names |= {str(k.value) for k in ret.value.keys if isinstance(k, ast.Constant)}
+    return names
 
 
 def _offline_sanity_venv(home: Path, test: str, cwd: Path, env: dict[str, str]) -> None:
