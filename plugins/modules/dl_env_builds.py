@@ -483,6 +483,15 @@ def seal(build: Path, group: str = "") -> bool:
 
 
 # -- changing builds -------------------------------------------------------------------------------
+def _write_json(path: Path, data: dict) -> None:
+    """Write `data` as JSON, 0644, replacing `path` atomically: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, sort_keys=True) + "\n", encoding="utf-8")
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
 def write_marker(build: Path, name: str, digest: str, run_id: str, complete: bool) -> bool:
     marker = build / MARKER
     old = read_marker(build)[0] or {}  # an unreadable marker is replaced, not merged
@@ -498,11 +507,7 @@ def write_marker(build: Path, name: str, digest: str, run_id: str, complete: boo
     }
     if old == data:
         return False
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    tmp = marker.with_name(marker.name + ".tmp")
-    tmp.write_text(json.dumps(data, sort_keys=True) + "\n", encoding="utf-8")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, marker)
+    _write_json(marker, data)
     return True
 
 
@@ -698,12 +703,7 @@ def record(build: Path, data: dict[str, Any], now: float | None = None) -> dict[
         "epoch": now,
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
     }
-    path = build / CHECK_RECORD
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, sort_keys=True) + "\n", encoding="utf-8")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    _write_json(build / CHECK_RECORD, data)
     return data
 
 
