@@ -12,7 +12,8 @@ measures in one run, side by side on the same nodes:
 5. floor again, after the re-runs. The ratios use the SMALLER of the two floor runs.
 
 With `--scale K1,K2,...` (each <= N) it then times floor, no-op and one-changed on K-node subsets
-(`--limit`) and prints the seconds per extra host of each (least-squares slope).
+(`--limit`) and prints the seconds per extra host of each (least-squares slope over the subsets and the
+full N-node runs).
 
 The lab is not the product: every Ansible task on a lab node pays the lab's connection (a `podman exec`,
 or SSH to a container on 127.0.0.1), and the installer, conda and the MLP check's numpy training are
@@ -388,6 +389,12 @@ def run(options: Options) -> int:
                 problems += [f"one-changed {size}: {p}" for p in one_changed_problems(report, changed)]
                 row |= {"no-op": noop.seconds, "one-changed": one.seconds}
                 scale_rows[size] = row
+            # The full lab is the largest point of the curve (its floor: the smaller of the two floor runs).
+            scale_rows[options.nodes] = {
+                "floor": floor_of(timings[n].seconds for n in ("floor before", "floor after")),
+                "no-op": timings["no-op"].seconds,
+                "one-changed": timings["one-changed"].seconds,
+            }
             exec_s = bench.podman_exec_seconds(plan.names[0]) if options.connection == "podman" else None
         finally:
             bench.gpulab("lab", "down", timeout=600)
@@ -414,7 +421,7 @@ def run(options: Options) -> int:
     )
     for name in ("cold", "no-op", "one-changed"):
         print("  " + render_split(timings[name]))
-    if scale_rows:
+    if len(scale_rows) > 1:
         print("\nscaling (--limit subsets of the same lab; one floor run per size):")
         print(render_scale(scale_rows))
     print(

@@ -33,7 +33,7 @@ def test_node_spec_with_image_and_count() -> None:
         ("A=none", "node name"),
         ("a", "NAME=PROFILE"),
         ("a=none@ubuntu", "unknown image"),
-        ("99", "between 1 and 12"),
+        ("99", "between 1 and 32"),
     ],
 )
 def test_bad_node_specs_say_what_is_wrong(spec: str, needle: str) -> None:

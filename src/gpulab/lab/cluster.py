@@ -38,7 +38,7 @@ LAB_RELEASE = "25.11.0-1"  # the miniconda role's pinned Miniforge release
 _NODE_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 Connection = Literal["podman", "ssh"]
 CONNECTIONS: tuple[Connection, ...] = ("podman", "ssh")
-MAX_NODES = 12  # the most nodes `--nodes N` starts (also the re-run benchmark's limit)
+MAX_NODES = 32  # the most nodes `--nodes N` starts (the re-run benchmark's scale test uses 24)
 
 
 class LabError(RuntimeError):
