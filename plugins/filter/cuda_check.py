@@ -285,7 +285,7 @@ def driver_change(previous: dict[str, Any], driver: str) -> dict[str, Any]:
 def cuda_check_select(facts: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
     try:
         return select_cuda(facts, **kwargs)
-    except (SelectionError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError) as exc:  # SelectionError, and int() over a table's cell
         return {"cuda_version": "", "error": f"cuda_check: bad input for the CUDA selection: {exc}"}
 
 

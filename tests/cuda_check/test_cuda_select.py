@@ -222,6 +222,16 @@ def test_bad_input_is_an_error_not_a_traceback() -> None:
     assert "bad input" in result["error"]
 
 
+def test_a_non_number_in_a_table_is_an_error_not_a_traceback() -> None:
+    """A user's overridden table (cuda_check_minor_compat) with a typo reaches `int()`, not the regexes."""
+    tables = TABLES | {"minor_compat": [{"major": "twelve", "driver": "525.60.13"}]}
+    result = cuda_filter.cuda_check_select(
+        facts("520.61.05", "11.8", "9.0"), candidates=["12.4"], pin="", **tables
+    )
+    assert result["cuda_version"] == ""
+    assert "bad input" in result["error"] and "twelve" in result["error"]
+
+
 def test_tables_are_sane() -> None:
     drivers = [cuda_filter.version_tuple(r["driver"]) for r in TABLES["toolkit_drivers"]]
     cudas = [tuple(int(x) for x in r["cuda"].split(".")) for r in TABLES["toolkit_drivers"]]
