@@ -26,24 +26,25 @@ from typing import Any
 import yaml
 
 
-def _load_parsers() -> ModuleType:
-    """plugins/plugin_utils/dl_env_specs.py, loaded by path: the same code whether Ansible loads this filter
+def _load_util(stem: str) -> ModuleType:
+    """plugins/plugin_utils/<stem>.py, loaded by path: the same code whether Ansible loads this filter
     from the collection or a test loads it from its file (neither makes plugins/ an importable package)."""
-    name = "gpulab_dl_env_specs"
+    name = f"gpulab_{stem}"
     if name in sys.modules:
         return sys.modules[name]
     spec = importlib.util.spec_from_file_location(
-        name, Path(__file__).resolve().parents[1] / "plugin_utils" / "dl_env_specs.py"
+        name, Path(__file__).resolve().parents[1] / "plugin_utils" / f"{stem}.py"
     )
     if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {name} from plugins/plugin_utils/dl_env_specs.py")
+        raise ImportError(f"cannot load {name} from plugins/plugin_utils/{stem}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses look their module up while the class is built
     spec.loader.exec_module(module)
     return module
 
 
-P = _load_parsers()
+P = _load_util("dl_env_specs")
+SECRETS = _load_util("secrets")
 
 VALID_KEYS = ("name", "prefix", "channels", "dependencies", "variables")
 
@@ -543,21 +544,6 @@ def merge_envs(
     return out
 
 
-_URL_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^\s/@'\"]+@")
-
-
-def redact_url_userinfo(value: Any) -> Any:
-    """`https://user:token@host/` -> `https://***@host/` in a text, or in every string of a list or
-    mapping (pin changes, check results); other values come back as they are."""
-    if isinstance(value, str):
-        return _URL_USERINFO.sub(lambda m: f"{m.group('scheme')}***@", value)
-    if isinstance(value, list):
-        return [redact_url_userinfo(v) for v in value]
-    if isinstance(value, dict):
-        return {k: redact_url_userinfo(v) for k, v in value.items()}
-    return value
-
-
 # -- Ansible glue ----------------------------------------------------------------------------------
 def _wrap(func: Any) -> Any:
     def inner(*args: Any, **kwargs: Any) -> Any:
@@ -596,7 +582,7 @@ def _filter_rewrite(
 
 
 def _filter_failure_text(result: Any, limit: int = 3000) -> str:
-    return str(redact_url_userinfo(failure_text(result, limit)))
+    return str(SECRETS.redact(failure_text(result, limit)))
 
 
 def _filter_check(text: str, source: str = "<spec>") -> dict[str, Any]:
@@ -615,7 +601,7 @@ class FilterModule:
             "dl_env_spec_digest": _wrap(spec_digest),
             "dl_env_failure_text": _filter_failure_text,
             "dl_env_merge_envs": _wrap(merge_envs),
-            "dl_env_redact": redact_url_userinfo,
+            "dl_env_redact": SECRETS.redact,
             "dl_env_parse_check": parse_check,
             "dl_env_recheck_reason": recheck_reason,
             "dl_env_build_reason": build_reason,

@@ -1,6 +1,7 @@
 # Copyright: gpulab contributors
 # Apache-2.0 (see the repository's license)
-"""Filters of the miniconda role for secret-bearing values: the one home of what a secret looks like in a URL.
+"""Filters of the miniconda role for secret-bearing values; what a secret in a URL looks like is
+plugins/plugin_utils/secrets.py.
 
 What each filter takes and returns: ``plugins/filter/<filter name>.yml``
 (``ansible-doc -t filter gpulab.gpulab.<filter name>``).
@@ -8,21 +9,29 @@ What each filter takes and returns: ``plugins/filter/<filter name>.yml``
 
 from __future__ import annotations
 
-import re
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
-_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<info>[^/@\s]+)@")
-_TOKEN = re.compile(r"(?P<pre>/t/)(?P<token>[^/\s]+)")
+
+def _secrets() -> ModuleType:
+    """plugins/plugin_utils/secrets.py by path, as plugins/filter/dl_env.py loads it (one module object)."""
+    name = "gpulab_secrets"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            name, Path(__file__).resolve().parents[1] / "plugin_utils" / "secrets.py"
+        )
+        if spec is None or spec.loader is None:
+            raise ImportError(f"cannot load {name} from plugins/plugin_utils/secrets.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules[name] = module
+    return sys.modules[name]
 
 
-def miniconda_redact(value: Any) -> Any:
-    if isinstance(value, str):
-        return _TOKEN.sub(r"\g<pre>***", _USERINFO.sub(r"\g<scheme>***@", value))
-    if isinstance(value, dict):
-        return {k: miniconda_redact(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [miniconda_redact(v) for v in value]
-    return value
+miniconda_redact = _secrets().redact
 
 
 def miniconda_has_secret(value: Any) -> bool:

@@ -4,7 +4,8 @@ Three rules, applied to text and to structured data alike:
 
 - URL credentials: ``scheme://user:pass@host`` becomes ``scheme://***@host`` (mirror, proxy and pip index
   URLs, ``miniconda_proxy_servers``, ``miniconda_proxy_env``), and a conda channel token
-  ``.../t/<token>/...`` becomes ``.../t/***/...``.
+  ``.../t/<token>/...`` becomes ``.../t/***/...``: the collection's ``plugins/plugin_utils/secrets.py``,
+  which the roles' redact filters use too.
 - Secret names: the value of a key whose name says it is a secret (:data:`SECRET_NAME`) is replaced as a
   whole, wherever such a key appears in data (events, facts, set_stats).
 - Known values: every string found under a secret name in the run's inputs (``-e`` values, inventory and
@@ -15,13 +16,18 @@ Three rules, applied to text and to structured data alike:
 from __future__ import annotations
 
 import re
+import runpy
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from gpulab import collection
 from gpulab.extravars import VAULTED, load_vars_file
 
-MASK = "***"
+# The collection's plugins/plugin_utils/secrets.py: the one home of the URL patterns, shared with the roles'
+# redact filters (plugins/ is no importable package, so it is run from its file).
+_URLS = runpy.run_path(str(collection.root() / "plugins" / "plugin_utils" / "secrets.py"))
+MASK: str = _URLS["MASK"]
 # Names whose whole value is a secret (matched anywhere in the name, case-insensitive).
 SECRET_NAME = re.compile(
     r"pass(word|wd|phrase)?($|_)|token|secret|credential|api_?key|private_key|(^|_)auth($|_)",
@@ -30,8 +36,6 @@ SECRET_NAME = re.compile(
 # Names whose values are URLs (or maps/lists of them): only credentials inside them are secret; the rest
 # (host, path, channel name) stays readable. miniconda_proxy_servers/_env, dl_env_pip_index_url, mirrors...
 URL_NAME = re.compile(r"proxy|_url$|_urls$|index|mirror|channel", re.IGNORECASE)
-URL_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)[^\s/@'\"<>]+@")
-CONDA_TOKEN = re.compile(r"(?P<pre>/t/)[A-Za-z0-9._~-]{6,}(?P<post>/)")
 _MIN_VALUE = 4  # shorter values would mask common words
 
 
@@ -64,22 +68,10 @@ def secret_values(variables: Mapping[str, Any]) -> set[str]:
             continue
         for text in _strings(value):
             if not is_secret_name(name):
-                found.update(_userinfo_secrets(text))
+                found.update(_URLS["url_secrets"](text))
             elif "{{" not in text:  # a template is not the value itself
                 found.add(text)
     return {value for value in found if len(value) >= _MIN_VALUE and value != VAULTED}
-
-
-def _userinfo_secrets(text: str) -> set[str]:
-    found = set()
-    for match in URL_USERINFO.finditer(text):
-        userinfo = match.group(0)[len(match.group("scheme")) : -1]
-        found.add(userinfo)
-        if ":" in userinfo:
-            found.add(userinfo.split(":", 1)[1])
-    for match in CONDA_TOKEN.finditer(text):
-        found.add(match.group(0)[3:-1])
-    return found
 
 
 class Redactor:
@@ -93,8 +85,7 @@ class Redactor:
         return Redactor([*self._values, *values])
 
     def text(self, text: str) -> str:
-        text = URL_USERINFO.sub(lambda m: f"{m.group('scheme')}{MASK}@", text)
-        text = CONDA_TOKEN.sub(lambda m: f"{m.group('pre')}{MASK}{m.group('post')}", text)
+        text = _URLS["redact_text"](text)
         if self._pattern is not None:
             text = self._pattern.sub(MASK, text)
         return text

@@ -10,6 +10,7 @@ import pytest
 from ._load import dl_env_filters
 
 F = dl_env_filters()
+REDACT = F.FilterModule().filters()["dl_env_redact"]
 DEFAULTS: dict[str, Any] = {
     "name": "gpulab",
     "template": "/t/environment.yml.j2",
@@ -96,10 +97,15 @@ def test_bad_entries_fail_naming_the_variable(layers: list[Any], message: str) -
             "proxy socks5://***@127.0.0.1:1080 and https://ok.example/",
         ),
         ("no url: user@example.org", "no url: user@example.org"),
+        (  # a conda channel token in a failed build's message (missed before the one secrets module)
+            "CondaHTTPError: HTTP 403 FORBIDDEN for url <https://conda.anaconda.org/t/ab-12_3/lab/noarch>",
+            "CondaHTTPError: HTTP 403 FORBIDDEN for url <https://conda.anaconda.org/t/***/lab/noarch>",
+        ),
+        ("a path, not a URL: /tmp/t/build-1/x", "a path, not a URL: /tmp/t/build-1/x"),
     ],
 )
 def test_messages_lose_url_userinfo(text: str, expected: str) -> None:
-    assert F.redact_url_userinfo(text) == expected
+    assert REDACT(text) == expected
     assert "s3cret" not in F.FilterModule().filters()["dl_env_failure_text"]({"stderr": text, "rc": 1})
 
 
@@ -111,7 +117,7 @@ def test_pin_changes_lose_url_userinfo_in_every_string() -> None:
             "to": "--extra-index-url https://u:t0k@download.pytorch.org/whl/cu126",
         }
     ]
-    out = F.redact_url_userinfo(changes)
+    out = REDACT(changes)
     assert out == [
         {
             "name": "--extra-index-url",
@@ -119,4 +125,4 @@ def test_pin_changes_lose_url_userinfo_in_every_string() -> None:
             "to": "--extra-index-url https://***@download.pytorch.org/whl/cu126",
         }
     ]
-    assert F.redact_url_userinfo(None) is None and F.redact_url_userinfo(3) == 3
+    assert REDACT(None) is None and REDACT(3) == 3
