@@ -24,7 +24,7 @@ import yaml
 from gpulab.lab import nvidia_smi, ssh
 from gpulab.lab.images import RECIPES, SSH_SUFFIX, ensure_image
 from gpulab.lab.podman import PodmanError, podman, require_podman
-from gpulab.lab.services import LabServices, checksums, start_detached_mirror, stop_detached_mirror
+from gpulab.lab.services import PINS, LabServices, checksums, start_detached_mirror, stop_detached_mirror
 
 CONTAINER_PREFIX = "gpulab-lab-"
 LAB_LABEL = "io.gpulab.lab=1"
@@ -34,7 +34,7 @@ LAB_ID_LABEL = "io.gpulab.lab.id"
 DEFAULT_NODES = "gpu-l40s=l40s-550.127.05,gpu-h100=h100-590.48.01,cpu-node=none"
 # The lab provisions with Miniforge (conda-forge; no Anaconda ToS step) from the lab mirror.
 LAB_FLAVOR = "miniforge"
-LAB_RELEASE = "25.11.0-1"  # the miniconda role's pinned Miniforge release
+LAB_RELEASE = PINS["miniforge"]  # the miniconda role's pinned Miniforge release
 _NODE_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 Connection = Literal["podman", "ssh"]
 CONNECTIONS: tuple[Connection, ...] = ("podman", "ssh")

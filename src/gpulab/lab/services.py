@@ -17,16 +17,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+import yaml
+from packaging.version import Version
+
+from gpulab import collection
 from gpulab.lab import installer, mirror, wheelhouse
 
+
+def role_pins() -> dict[installer.Flavor, str]:
+    """The releases the miniconda role pins, read from its defaults (the one source of the pin): Miniconda's
+    `miniconda_version`, and for Miniforge the newest release `miniconda_checksums` publishes."""
+    defaults = yaml.safe_load((collection.root() / "roles/miniconda/defaults/main.yml").read_text())
+    forge = max(
+        defaults["miniconda_checksums"]["miniforge"], key=lambda v: Version(installer.conda_version_of(v))
+    )
+    return {"miniconda": str(defaults["miniconda_version"]), "miniforge": str(forge)}
+
+
+PINS = role_pins()
 # The stand-in releases every lab offers: (flavor, release string as in the real file name). The first of
-# each flavor imitates the version the miniconda role pins by default; the others let upgrades be
-# rehearsed.
+# each flavor is the release the miniconda role pins; the others let upgrades be rehearsed.
 STANDIN_RELEASES: tuple[tuple[installer.Flavor, str], ...] = (
-    ("miniforge", "25.11.0-1"),
+    ("miniforge", PINS["miniforge"]),
     ("miniforge", "25.11.1-0"),
     ("miniforge", "25.5.1-0"),
-    ("miniconda", "py313_25.11.1-1"),
+    ("miniconda", PINS["miniconda"]),
     ("miniconda", "py313_25.5.1-1"),
 )
 WHEEL_PACKAGES = ("numpy", "pip")
