@@ -19,7 +19,7 @@ import yaml
 
 from tests.cli.helpers import PROJECT
 from tests.collection.test_collection import _run
-from tests.conftest import REPO
+from tests.conftest import IN_CI, REPO
 
 # The venv of the Python running the tests (a checkout's .venv, or the one on PATH in a worktree).
 BIN = Path(sys.executable).parent
@@ -47,7 +47,7 @@ def _env(**extra: str) -> dict[str, str]:
 # --- collections/requirements.yml ---------------------------------------------------------------
 
 
-def _walk(node: Any, key: str | None = None) -> Iterator[str]:
+def _walk(node: Any) -> Iterator[str]:
     """The collections (namespace.name) that YAML content names: module/action keys, roles, plugin-valued
     keywords, and filters/tests/lookups inside Jinja strings."""
     if isinstance(node, dict):
@@ -63,10 +63,10 @@ def _walk(node: Any, key: str | None = None) -> Iterator[str]:
                     )
             if k in PLUGIN_VALUE_KEYS and isinstance(v, str) and (m := FQCN.match(v)):
                 yield m.group(1)
-            yield from _walk(v, str(k))
+            yield from _walk(v)
     elif isinstance(node, list):
         for item in node:
-            yield from _walk(item, key)
+            yield from _walk(item)
     elif isinstance(node, str):
         yield from JINJA_FQCN.findall(node)
 
@@ -280,7 +280,10 @@ def test_navigator_runs_a_gpulab_playbook_without_an_execution_environment(tmp_p
     gpulab.gpulab.render on this machine, changing nothing on it; its set_stats data in the output."""
     navigator = BIN / "ansible-navigator"
     if not navigator.exists():
-        pytest.skip("ansible-navigator is not installed (pip install -e '.[test]')")
+        problem = "ansible-navigator is not installed (pip install -e '.[test]')"
+        if IN_CI:
+            pytest.fail(f"CI=true and {problem}")
+        pytest.skip(problem)
     artifact = tmp_path / "render-artifact.json"
     out = _run(
         [
