@@ -25,7 +25,7 @@ h1{font-size:1.4rem;margin:0 0 .2rem}h2{font-size:1.15rem;margin:2rem 0 .5rem}h3
 th,td{border:1px solid #d8dce3;padding:.3rem .6rem;text-align:left;vertical-align:top}
 th{background:#eef1f5;cursor:pointer}.ok{color:#1a7f37;font-weight:600}
 .failed,.unreachable,.interrupted,.error{color:#c62828;font-weight:600}
-.stopped,.not-reached{color:#9a6700;font-weight:600}
+.stopped,.not-reached{color:#9a6700;font-weight:600}tr.batch-stopped,tr.batch-not-reached{background:#fff6db}
 .host{background:#fff;border:1px solid #d8dce3;border-radius:6px;padding:.6rem 1rem;margin:1rem 0}
 .changed{background:#fff6db}svg{background:#fff}.axis{stroke:#8a93a3}.grid{stroke:#eceff3}
 .legend{font-size:12px}.none{color:#8a93a3}
@@ -291,7 +291,7 @@ def _rollout(report: Mapping[str, Any]) -> str:
             outcome = f"the rollout stopped here: {', '.join(failed) or 'too many hosts'} failed"
         else:
             outcome = f"done, {', '.join(failed)} failed" if failed else "done"
-        cls = ' class="stopped"' if batch.get("stopped") else ""
+        cls = ' class="batch-stopped"' if batch.get("stopped") else ""
         out.append(
             f'<tr{cls} data-batch="{_e(batch.get("batch"))}"><td>{_e(batch.get("batch"))}</td>'
             f"<td>{', '.join(_host_link(h, hosts) for h in names) or '-'}</td><td>{_e(outcome)}</td></tr>"
@@ -299,7 +299,7 @@ def _rollout(report: Mapping[str, Any]) -> str:
     missed = [name for name, host in hosts.items() if host.get("status") == NOT_REACHED]
     if missed:
         out.append(
-            '<tr class="not-reached" data-batch="none"><td>not reached</td>'
+            '<tr class="batch-not-reached" data-batch="none"><td>not reached</td>'
             f"<td>{', '.join(_host_link(h, hosts) for h in missed)}</td>"
             f"<td>{_e(hosts[missed[0]].get('message'))}</td></tr>"
         )

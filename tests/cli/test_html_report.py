@@ -165,8 +165,8 @@ def test_a_stopped_rollout_shows_its_batches_and_the_hosts_not_reached() -> None
     table = page[page.index('<table id="batches">') : page.index("</table>", page.index('id="batches"'))]
     rows = re.findall(r'<tr( class="[^"]+")? data-batch="([^"]+)">(.*?)</tr>', table)
     assert [(cls, batch) for cls, batch, _ in rows] == [
-        (' class="stopped"', "1"),
-        (' class="not-reached"', "none"),
+        (' class="batch-stopped"', "1"),
+        (' class="batch-not-reached"', "none"),
     ]
     first, missed = rows[0][2], rows[1][2]
     assert '<a href="#host-r1" class="stopped"' in first and "r1</a> (stopped)" in first
