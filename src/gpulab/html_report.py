@@ -1,9 +1,10 @@
 """``gpulab report --html FILE``: one self-contained HTML page of a run (inline CSS, SVG and JS, no URL).
 
-It shows the per-host table, each host's MLP check training curves (loss per epoch, per task; the CPU
-reference run beside a GPU run), each host's driver/CUDA history over the recorded runs and what changed
-on each host, including the CUDA pins gpulab rewrote (``pin_changes``). Everything comes from report.json
-files (docs/report-schema.md); nothing is fetched.
+It shows the per-host table, the batches of a rolling run (``--batch``: which batch each host was in,
+where the rollout stopped, the hosts it never reached), each host's MLP check training curves (loss per
+epoch, per task; the CPU reference run beside a GPU run), each host's driver/CUDA history over the
+recorded runs and what changed on each host, including the CUDA pins gpulab rewrote (``pin_changes``).
+Everything comes from report.json files (docs/report-schema.md); nothing is fetched.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from gpulab.report import REPORT_COLUMNS, host_cells, load_report
+from gpulab.report import NOT_REACHED, REPORT_COLUMNS, host_cells, load_report
 from gpulab.runner import IDENT_RE, REPORT_NAME
 
 _CSS = """
@@ -24,6 +25,7 @@ h1{font-size:1.4rem;margin:0 0 .2rem}h2{font-size:1.15rem;margin:2rem 0 .5rem}h3
 th,td{border:1px solid #d8dce3;padding:.3rem .6rem;text-align:left;vertical-align:top}
 th{background:#eef1f5;cursor:pointer}.ok{color:#1a7f37;font-weight:600}
 .failed,.unreachable,.interrupted,.error{color:#c62828;font-weight:600}
+.stopped,.not-reached{color:#9a6700;font-weight:600}tr.batch-stopped,tr.batch-not-reached{background:#fff6db}
 .host{background:#fff;border:1px solid #d8dce3;border-radius:6px;padding:.6rem 1rem;margin:1rem 0}
 .changed{background:#fff6db}svg{background:#fff}.axis{stroke:#8a93a3}.grid{stroke:#eceff3}
 .legend{font-size:12px}.none{color:#8a93a3}
@@ -261,6 +263,50 @@ def _envs(record: Mapping[str, Any]) -> str:
     return "".join(out)
 
 
+def _host_link(name: str, hosts: Mapping[str, Mapping[str, Any]]) -> str:
+    status = hosts.get(name, {}).get("status") or "-"
+    return (
+        f'<a href="#host-{_e(name)}" class="{_e(status)}" title="{_e(status)}">{_e(name)}</a> ({_e(status)})'
+    )
+
+
+def _rollout(report: Mapping[str, Any]) -> str:
+    """A rolling run's batches (report ``batches``): its hosts, where the rollout stopped and why, the
+    hosts it never reached; "" for a run without --batch."""
+    batches = [b for b in report.get("batches") or [] if isinstance(b, Mapping)]
+    if not batches:
+        return ""
+    hosts: Mapping[str, Mapping[str, Any]] = report.get("hosts", {})
+    options = report.get("options") or {}
+    out = [
+        "<h2>Rolling run</h2>",
+        f"<p class='meta'>{_e(batches[0].get('play'))}: batch size {_e(options.get('batch'))},"
+        f" max fail {_e(options.get('max_fail_percentage'))}% · {len(batches)} batch(es) ran</p>",
+        '<table id="batches"><thead><tr><th>batch</th><th>hosts</th><th>outcome</th></tr></thead><tbody>',
+    ]
+    for batch in batches:
+        names = [str(h) for h in batch.get("hosts") or []]
+        failed = [h for h in names if hosts.get(h, {}).get("status") in ("failed", "unreachable")]
+        if batch.get("stopped"):
+            outcome = f"the rollout stopped here: {', '.join(failed) or 'too many hosts'} failed"
+        else:
+            outcome = f"done, {', '.join(failed)} failed" if failed else "done"
+        cls = ' class="batch-stopped"' if batch.get("stopped") else ""
+        out.append(
+            f'<tr{cls} data-batch="{_e(batch.get("batch"))}"><td>{_e(batch.get("batch"))}</td>'
+            f"<td>{', '.join(_host_link(h, hosts) for h in names) or '-'}</td><td>{_e(outcome)}</td></tr>"
+        )
+    missed = [name for name, host in hosts.items() if host.get("status") == NOT_REACHED]
+    if missed:
+        out.append(
+            '<tr class="batch-not-reached" data-batch="none"><td>not reached</td>'
+            f"<td>{', '.join(_host_link(h, hosts) for h in missed)}</td>"
+            f"<td>{_e(hosts[missed[0]].get('message'))}</td></tr>"
+        )
+    out.append("</tbody></table>")
+    return "".join(out)
+
+
 def render_html(report: Mapping[str, Any], history: Sequence[Mapping[str, Any]] = ()) -> str:
     """The page for ``report``; ``history`` (reports, oldest first) gives the driver/CUDA history."""
     hosts: Mapping[str, Mapping[str, Any]] = report.get("hosts", {})
@@ -288,6 +334,7 @@ def render_html(report: Mapping[str, Any], history: Sequence[Mapping[str, Any]] 
         ]
         out.append("</tr>")
     out.append("</tbody></table>")
+    out.append(_rollout(report))
     for name, record in hosts.items():
         out.append(f'<section class="host" id="host-{_e(name)}"><h2>{_e(name)}</h2>')
         out.append("<h3>MLP check training curve</h3>")

@@ -127,6 +127,66 @@ def test_each_environment_of_a_host_gets_a_row() -> None:
     assert "<h3>Environments</h3>" not in single
 
 
+def _rolling_report(stopped: bool) -> dict[str, Any]:
+    """The report of `--batch 2` over r1..r5 (tests/cli/test_batch.py runs it for real): r2 fails in batch 1;
+    with --max-fail 0 the rollout stops there, with --max-fail 50 it goes on."""
+    statuses = {"r1": "stopped", "r2": "failed"} if stopped else {"r1": "ok", "r2": "failed"}
+    statuses |= dict.fromkeys(["r3", "r4", "r5"], "not-reached" if stopped else "ok")
+    hosts = {
+        name: {
+            "status": status,
+            "counts": {},
+            "message": "not provisioned: the rolling run stopped after batch 1 (r2 failed; --max-fail 0%);"
+            " fix that and run again"
+            if status == "not-reached"
+            else "",
+        }
+        for name, status in statuses.items()
+    }
+    play = "Provision GPU nodes"
+    batches = [{"play": play, "batch": 1, "hosts": ["r1", "r2"], "stopped": stopped}]
+    if not stopped:
+        batches += [
+            {"play": play, "batch": 2, "hosts": ["r3", "r4"], "stopped": False},
+            {"play": play, "batch": 3, "hosts": ["r5"], "stopped": False},
+        ]
+    return {
+        "ident": "x",
+        "command": "provision",
+        "status": "failed",
+        "options": {"batch": "2", "max_fail_percentage": 0 if stopped else 50},
+        "hosts": hosts,
+        "batches": batches,
+    }
+
+
+def test_a_stopped_rollout_shows_its_batches_and_the_hosts_not_reached() -> None:
+    page = render_html(_rolling_report(stopped=True))
+    table = page[page.index('<table id="batches">') : page.index("</table>", page.index('id="batches"'))]
+    rows = re.findall(r'<tr( class="[^"]+")? data-batch="([^"]+)">(.*?)</tr>', table)
+    assert [(cls, batch) for cls, batch, _ in rows] == [
+        (' class="batch-stopped"', "1"),
+        (' class="batch-not-reached"', "none"),
+    ]
+    first, missed = rows[0][2], rows[1][2]
+    assert '<a href="#host-r1" class="stopped"' in first and "r1</a> (stopped)" in first
+    assert "r2</a> (failed)" in first and "the rollout stopped here: r2 failed" in first
+    assert [m for m in re.findall(r'href="#host-(\w+)"', missed)] == ["r3", "r4", "r5"]
+    assert "stopped after batch 1 (r2 failed; --max-fail 0%)" in missed
+    assert "batch size 2, max fail 0% · 1 batch(es) ran" in page
+
+
+def test_a_completed_rollout_lists_every_batch_and_no_run_without_batch_has_one() -> None:
+    page = render_html(_rolling_report(stopped=False))
+    assert re.findall(r'data-batch="([^"]+)"', page) == ["1", "2", "3"]
+    assert "<td>done, r2 failed</td>" in page and "r5</a> (ok)</td><td>done</td>" in page
+    assert "stopped here" not in page and "not reached" not in page
+    plain = render_html(
+        {"ident": "x", "command": "provision", "status": "ok", "hosts": {"n1": {"status": "ok"}}}
+    )
+    assert "Rolling run" not in plain and 'id="batches"' not in plain
+
+
 @pytest.fixture
 def browser() -> Iterator[Any]:
     if not CHROMEDRIVER.exists() or shutil.which("chromium") is None:
