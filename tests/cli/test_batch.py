@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from gpulab.cli import batch_size, percentage
 from gpulab.events import Batch, RunState
 from gpulab.report import rollout
 from tests.cli.helpers import PROJECT, project_env
-from tests.conftest import REPO, run_gpulab
+from tests.conftest import REPO, repo_ansible_env, run_gpulab
 
 ROLLING = PROJECT / "inventory" / "rolling.yml"
 KEYWORDS = ("serial", "max_fail_percentage")
@@ -64,6 +65,33 @@ def test_max_fail_lets_the_rollout_go_on_and_percent_batches(tmp_path: Path) -> 
     status = {name: host["status"] for name, host in report["hosts"].items()}
     assert status == {"r1": "ok", "r2": "failed", "r3": "ok", "r4": "ok", "r5": "ok"}
     assert "not reached" not in out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("batch", "reached"), [("2", {"r1", "r2"}), ("100%", {"r1", "r2", "r3", "r4", "r5"})]
+)
+def test_the_playbooks_own_max_fail_default(tmp_path: Path, batch: str, reached: set[str]) -> None:
+    """What a plain ansible-playbook or AWX run gets with only gpulab_batch set (docs/awx.md): a rolling run
+    stops after the failed batch; with every host in one batch, r2's failure does not stop the others."""
+    proc = subprocess.run(
+        [
+            "ansible-playbook",
+            "-i",
+            str(ROLLING),
+            str(PROJECT / "playbooks" / "site.yml"),
+            "-e",
+            f"gpulab_batch={batch}",
+        ],
+        env=repo_ansible_env(),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    recap = proc.stdout[proc.stdout.rindex("PLAY RECAP") :]
+    assert {line.split()[0] for line in recap.splitlines()[1:] if ":" in line} == reached, proc.stdout
+    assert proc.returncode == 2
 
 
 @pytest.mark.slow

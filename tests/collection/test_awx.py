@@ -218,7 +218,10 @@ def _homes() -> dict[str, dict[str, Any]]:
             m = re.fullmatch(r"\{\{ (\w+) \| default\((.+)\) \}\}", value) if isinstance(value, str) else None
             if m:
                 default = yaml.safe_load(m.group(2))
-                homes[m.group(1)] = {"type": type(default).__name__, "default": default}
+                if isinstance(default, str) and " if " in default:  # decided in the play: no survey default
+                    homes[m.group(1)] = {"type": "int", "default": ""}
+                else:
+                    homes[m.group(1)] = {"type": type(default).__name__, "default": default}
     return homes
 
 
