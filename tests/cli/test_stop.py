@@ -126,6 +126,42 @@ def test_a_step_that_ignores_the_stop_is_killed_then_cleanup_runs(tmp_path: Path
     )
 
 
+def _processes_naming(path: Path) -> list[str]:
+    """Command lines of the live processes that name ``path`` (this run's ansible-playbook and workers)."""
+    found = []
+    for proc_dir in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdline = (proc_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if str(path) in cmdline and "sleep" not in cmdline.split()[0]:
+            found.append(cmdline)
+    return found
+
+
+@pytest.mark.slow
+def test_gpulab_killed_ends_its_playbook_no_orphan_goes_on(tmp_path: Path) -> None:
+    """SIGKILL (a crash, the OOM killer) leaves gpulab no chance to stop anything. ansible-playbook ignores
+    the hang-up of its terminal (ansible-runner spawns it with SIGHUP ignored), but its next output to that
+    terminal fails, and it ends there: the task already running finishes in its worker, nothing after it
+    starts. So the next run, which takes the dead controller's lock over, meets no orphan going on."""
+    proc = _start(tmp_path, "-e", "test_phase_seconds=10")
+    _wait_for_task(proc, tmp_path, "Phase one takes a while")
+    runs = tmp_path / "runs"
+    assert _processes_naming(runs), "no ansible-playbook of this run found"
+    proc.kill()
+    proc.communicate(timeout=30)
+    deadline = time.monotonic() + 60  # the running sleep (10 s) ends, then its worker exits
+    while _processes_naming(runs) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _processes_naming(runs) == []
+    events = " ".join(_read(p) for p in runs.glob("*/job_events/*.json"))
+    assert (
+        "Phase two ignores stop requests" not in events and "Record that the always section ran" not in events
+    )
+    assert not list((tmp_path / "marks").iterdir())
+
+
 @pytest.mark.slow
 def test_a_second_signal_kills_at_once(tmp_path: Path) -> None:
     proc = _start(tmp_path, "-e", "test_stubborn_seconds=120")  # default timeout: 60 s
