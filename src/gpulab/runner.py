@@ -38,6 +38,7 @@ from gpulab import extravars as xvars
 from gpulab.connection import ConnectionOptions
 from gpulab.errors import ExitCode, GpulabError, ParseError, UsageError
 from gpulab.redact import Redactor
+from gpulab.stop import kill_run
 
 IDENT_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{6}$")
 LAST = "last"
@@ -279,6 +280,7 @@ class Run:
         self._on_event = on_event
         self._environ = dict(os.environ if environ is None else environ)
         self._cancel = threading.Event()
+        self._killed = False
         self._finished = threading.Event()
         self.status = "unstarted"
         self._thread: threading.Thread | None = None
@@ -297,6 +299,9 @@ class Run:
         self.status = str(data.get("status", self.status))
 
     def _cancel_callback(self) -> bool:
+        if self._cancel.is_set() and not self._killed:
+            self._killed = True
+            kill_run(self.run_dir)  # then ansible-runner kills what is left of ansible-playbook's group
         return self._cancel.is_set()
 
     def _finished_callback(self, runner: Any) -> None:

@@ -5,17 +5,22 @@ file on the controller. Its path reaches the playbooks as ``gpulab_stop_file``; 
 ``checkpoint`` tasks, run between phases, fail a host with "stop requested" when it exists, so the play's
 ``always:`` releases the host lock. A second signal, or the run still going after the grace period
 (``--stop-timeout``, ``GPULAB_STOP_TIMEOUT``, default 60 s), makes the driver kill ansible; it then runs
-``playbooks/cleanup.yml`` (locks held by this run, temporary files).
+``playbooks/cleanup.yml`` (locks held by this run, temporary files). The kill takes every process of the
+run (:func:`kill_run`), not only ansible-playbook's process group: Ansible's workers run in sessions of
+their own, and one left alive would go on with its step (a ``conda env create``) while cleanup.yml runs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import psutil
 
 from gpulab.errors import UsageError
 
@@ -92,3 +97,36 @@ class StopRequest:
 
     def clear(self) -> None:
         self.path.unlink(missing_ok=True)
+
+
+def kill_run(run_dir: Path) -> list[int]:
+    """SIGKILL every process of the run in ``run_dir``: this process's children whose command line names
+    it (ansible-playbook; ``podman run`` with ``--ee``) and all their descendants (Ansible's workers, the
+    commands they run). Returns the pids killed.
+
+    The tree is frozen first (SIGSTOP, again until no new process appears): a process forked between
+    reading the tree and the kill would otherwise escape, re-parented, and go on alone."""
+    mark = str(run_dir)
+    frozen: dict[int, psutil.Process] = {}
+    while True:
+        found = [p for p in _tree(mark) if p.pid not in frozen]
+        if not found:
+            break
+        for proc in found:
+            frozen[proc.pid] = proc
+            with contextlib.suppress(psutil.Error):  # it ended meanwhile
+                proc.suspend()
+    for proc in frozen.values():
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    return list(frozen)
+
+
+def _tree(mark: str) -> list[psutil.Process]:
+    """This process's children whose command line contains ``mark``, and their descendants."""
+    tree: list[psutil.Process] = []
+    for child in psutil.Process().children():
+        with contextlib.suppress(psutil.Error):  # it ended meanwhile
+            if any(mark in arg for arg in child.cmdline()):
+                tree += [child, *child.children(recursive=True)]
+    return tree

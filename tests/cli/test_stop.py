@@ -100,13 +100,18 @@ def test_first_signal_stops_at_the_next_checkpoint_and_always_runs(tmp_path: Pat
 
 @pytest.mark.slow
 def test_a_step_that_ignores_the_stop_is_killed_then_cleanup_runs(tmp_path: Path) -> None:
-    proc = _start(tmp_path, "--stop-timeout", "2", "-e", "test_stubborn_seconds=120")
+    proc = _start(tmp_path, "--stop-timeout", "2", "-e", "test_stubborn_seconds=113")
     _wait_for_task(proc, tmp_path, "Phase two ignores stop requests")
+    deadline = time.monotonic() + 30
+    while not _sleeping(113) and time.monotonic() < deadline:  # the step's command itself has started
+        time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
     begun = time.monotonic()
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == ExitCode.INTERRUPTED, err
     assert time.monotonic() - begun < 60, "the stop timeout did not kill the run"
+    # killed means every process of the run: Ansible's workers (sessions of their own) and the step they ran
+    assert _processes_naming(tmp_path / "runs") == [] and not _sleeping(113)
     report = _report(tmp_path)
     stop = report["interruption"]
     assert stop["signal"] == "SIGTERM" and stop["escalated_by"] == "timeout"
@@ -137,6 +142,15 @@ def _processes_naming(path: Path) -> list[str]:
         if str(path) in cmdline and "sleep" not in cmdline.split()[0]:
             found.append(cmdline)
     return found
+
+
+def _sleeping(seconds: int) -> bool:
+    """A `sleep SECONDS` process is alive (the stand-in project's stubborn step)."""
+    return any(
+        p.read_bytes().split(b"\0")[:2] == [b"sleep", str(seconds).encode()]
+        for p in Path("/proc").glob("[0-9]*/cmdline")
+        if p.exists()
+    )
 
 
 @pytest.mark.slow
