@@ -21,7 +21,7 @@ import pytest
 
 from gpulab.errors import ExitCode, UsageError
 from gpulab.stop import GRACE_ENV, KILLING, SIGNALS, STOP_FILE, STOPPING, StopRequest, grace_seconds
-from tests.cli.helpers import FIXTURES
+from tests.cli.helpers import FIXTURES, wait_for_task
 
 STOP_PROJECT = FIXTURES / "stop_project"
 
@@ -42,32 +42,6 @@ def _start(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
     )
 
 
-def _read(path: Path) -> str:
-    try:
-        return path.read_text()
-    except FileNotFoundError:  # ansible-runner renamed a partial event file while we looked
-        return ""
-
-
-def _wait_for_task(
-    proc: subprocess.Popen[str], tmp_path: Path, task: str, hosts: int = 2, timeout: float = 90
-) -> None:
-    """Until ``task`` has started on ``hosts`` hosts (its runner_on_start events are on disk)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"gpulab ended early ({proc.returncode}): {proc.communicate()}")
-        started = [
-            p
-            for p in (tmp_path / "runs").glob("*/job_events/*.json")
-            if '"runner_on_start"' in (text := _read(p)) and task in text
-        ]
-        if len(started) >= hosts:
-            return
-        time.sleep(0.2)
-    pytest.fail(f"{task!r} never started on {hosts} hosts")
-
-
 def _report(tmp_path: Path) -> dict[str, Any]:
     data: dict[str, Any] = json.loads((tmp_path / "runs" / "last" / "report.json").read_text())
     return data
@@ -76,7 +50,7 @@ def _report(tmp_path: Path) -> dict[str, Any]:
 @pytest.mark.slow
 def test_first_signal_stops_at_the_next_checkpoint_and_always_runs(tmp_path: Path) -> None:
     proc = _start(tmp_path, "-e", "test_phase_seconds=4")
-    _wait_for_task(proc, tmp_path, "Phase one takes a while")
+    wait_for_task(proc, tmp_path / "runs", "Phase one takes a while", hosts=2)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=90)
     assert proc.returncode == ExitCode.INTERRUPTED, err
@@ -101,7 +75,7 @@ def test_first_signal_stops_at_the_next_checkpoint_and_always_runs(tmp_path: Pat
 @pytest.mark.slow
 def test_a_step_that_ignores_the_stop_is_killed_then_cleanup_runs(tmp_path: Path) -> None:
     proc = _start(tmp_path, "--stop-timeout", "2", "-e", "test_stubborn_seconds=120")
-    _wait_for_task(proc, tmp_path, "Phase two ignores stop requests")
+    wait_for_task(proc, tmp_path / "runs", "Phase two ignores stop requests", hosts=2)
     proc.send_signal(signal.SIGTERM)
     begun = time.monotonic()
     out, err = proc.communicate(timeout=120)
@@ -129,7 +103,7 @@ def test_a_step_that_ignores_the_stop_is_killed_then_cleanup_runs(tmp_path: Path
 @pytest.mark.slow
 def test_a_second_signal_kills_at_once(tmp_path: Path) -> None:
     proc = _start(tmp_path, "-e", "test_stubborn_seconds=120")  # default timeout: 60 s
-    _wait_for_task(proc, tmp_path, "Phase two ignores stop requests")
+    wait_for_task(proc, tmp_path / "runs", "Phase two ignores stop requests", hosts=2)
     proc.send_signal(signal.SIGINT)
     time.sleep(1)
     proc.send_signal(signal.SIGINT)

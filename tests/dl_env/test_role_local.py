@@ -20,11 +20,10 @@ import pytest
 import yaml
 
 from gpulab.lab import nvidia_smi as lab_nvidia_smi
-from gpulab.lab import wheelhouse
 from gpulab.lab.installer import build_installer
 from tests.conftest import REPO, VENV_BIN, repo_ansible_env
 
-from ._load import dl_env_builds
+from ._load import NUMPY_CHECK_VARS, dl_env_builds, local_env_vars, wheelhouse_environ
 
 B = dl_env_builds()
 # One build of the spec below (a venv with pip) takes about 8 MiB: two do not fit in 12.
@@ -72,20 +71,13 @@ def _provision(
     **extra: Any,
 ) -> dict[str, Any]:
     """One run of `plays` (default: the dl_env role alone) on host node1; `extra` overrides host vars."""
-    spec = tmp / "byo.yml"
-    spec.write_text("name: dl\nchannels: [conda-forge]\ndependencies:\n  - python=3.11\n  - pip\n")
     host = {
-        "ansible_connection": "local",
-        "ansible_python_interpreter": sys.executable,
-        "ansible_become": False,
-        "dl_env_name": "dl",
+        **local_env_vars(tmp),
         "dl_env_conda_prefix": str(prefix),
         "dl_env_envs_dir": str(envs),
-        "dl_env_spec_dir": str(tmp / "etc-gpulab"),
-        "dl_env_base_file": str(spec),
-        "dl_env_python_version": "3.11",
-        # No MLP check backend: the fault here is the disk, and the stand-in env has no numpy or torch.
+        # No MLP check backend by default (the disk and marker faults need none); _numpy_check() adds one.
         "dl_env_framework": "tensorflow",
+        "dl_env_pip_packages": [],
         "dl_env_conda_packages": conda_packages,
         "miniconda_conda_env": {"CONDA_PLUGINS_AUTO_ACCEPT_TOS": "yes"},
         # What cuda_check publishes on a host without a GPU.
@@ -191,18 +183,10 @@ def test_a_live_build_with_a_corrupted_marker_is_built_again_and_kept(
 
 
 def _numpy_check() -> dict[str, Any]:
-    """Host vars for an env whose MLP check really runs: framework none (numpy backend, on the CPU), numpy
-    installed by the stand-in conda's pip from the lab's wheelhouse, offline."""
-    wheels = wheelhouse.ensure(REPO / ".cache" / "gpulab-lab" / "wheelhouse", pythons=("3.11",))
+    """Host vars for an env whose MLP check really runs (numpy from the lab's wheelhouse, on the CPU)."""
     return {
-        "dl_env_framework": "none",
-        "dl_env_pip_packages": ["numpy"],
-        "dl_env_check_device": "cpu",
-        "miniconda_conda_env": {
-            "CONDA_PLUGINS_AUTO_ACCEPT_TOS": "yes",
-            "PIP_NO_INDEX": "1",
-            "PIP_FIND_LINKS": str(wheels),
-        },
+        **NUMPY_CHECK_VARS,
+        "miniconda_conda_env": {"CONDA_PLUGINS_AUTO_ACCEPT_TOS": "yes", **wheelhouse_environ()},
     }
 
 
