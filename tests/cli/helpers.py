@@ -6,8 +6,12 @@ import json
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from gpulab.events import RunState, apply_event
 
@@ -48,3 +52,50 @@ def run_gpulab(
         timeout=timeout,
         check=False,
     )
+
+
+def read_event(path: Path) -> str:
+    try:
+        return path.read_text()
+    except FileNotFoundError:  # ansible-runner renamed a partial event file while we looked
+        return ""
+
+
+def wait_for_task(
+    proc: subprocess.Popen[str],
+    runs: Path,
+    task: str,
+    hosts: int = 1,
+    timeout: float = 90,
+    earlier: Collection[str] = (),
+) -> None:
+    """Until ``task`` has started on ``hosts`` hosts in the gpulab state dir ``runs`` (its runner_on_start
+    events are on disk), in a run other than the ``earlier`` ones (names of run directories)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"gpulab ended early ({proc.returncode}): {proc.communicate()}")
+        started = [
+            p
+            for p in runs.glob("*/job_events/*.json")
+            if p.parent.parent.name not in earlier
+            and '"runner_on_start"' in (text := read_event(p))
+            and task in text
+        ]
+        if len(started) >= hosts:
+            return
+        time.sleep(0.2)
+    pytest.fail(f"{task!r} never started on {hosts} hosts")
+
+
+def processes_naming(path: Path) -> list[str]:
+    """Command lines of the live processes that name ``path`` (this run's ansible-playbook and workers)."""
+    found = []
+    for proc_dir in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdline = (proc_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if str(path) in cmdline and "sleep" not in cmdline.split()[0]:
+            found.append(cmdline)
+    return found

@@ -21,7 +21,7 @@ import pytest
 
 from gpulab.errors import ExitCode, UsageError
 from gpulab.stop import GRACE_ENV, KILLING, SIGNALS, STOP_FILE, STOPPING, StopRequest, grace_seconds
-from tests.cli.helpers import FIXTURES
+from tests.cli.helpers import FIXTURES, processes_naming, read_event, wait_for_task
 
 STOP_PROJECT = FIXTURES / "stop_project"
 
@@ -42,32 +42,6 @@ def _start(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
     )
 
 
-def _read(path: Path) -> str:
-    try:
-        return path.read_text()
-    except FileNotFoundError:  # ansible-runner renamed a partial event file while we looked
-        return ""
-
-
-def _wait_for_task(
-    proc: subprocess.Popen[str], tmp_path: Path, task: str, hosts: int = 2, timeout: float = 90
-) -> None:
-    """Until ``task`` has started on ``hosts`` hosts (its runner_on_start events are on disk)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"gpulab ended early ({proc.returncode}): {proc.communicate()}")
-        started = [
-            p
-            for p in (tmp_path / "runs").glob("*/job_events/*.json")
-            if '"runner_on_start"' in (text := _read(p)) and task in text
-        ]
-        if len(started) >= hosts:
-            return
-        time.sleep(0.2)
-    pytest.fail(f"{task!r} never started on {hosts} hosts")
-
-
 def _report(tmp_path: Path) -> dict[str, Any]:
     data: dict[str, Any] = json.loads((tmp_path / "runs" / "last" / "report.json").read_text())
     return data
@@ -76,7 +50,7 @@ def _report(tmp_path: Path) -> dict[str, Any]:
 @pytest.mark.slow
 def test_first_signal_stops_at_the_next_checkpoint_and_always_runs(tmp_path: Path) -> None:
     proc = _start(tmp_path, "-e", "test_phase_seconds=4")
-    _wait_for_task(proc, tmp_path, "Phase one takes a while")
+    wait_for_task(proc, tmp_path / "runs", "Phase one takes a while", hosts=2)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=90)
     assert proc.returncode == ExitCode.INTERRUPTED, err
@@ -101,7 +75,7 @@ def test_first_signal_stops_at_the_next_checkpoint_and_always_runs(tmp_path: Pat
 @pytest.mark.slow
 def test_a_step_that_ignores_the_stop_is_killed_then_cleanup_runs(tmp_path: Path) -> None:
     proc = _start(tmp_path, "--stop-timeout", "2", "-e", "test_stubborn_seconds=113")
-    _wait_for_task(proc, tmp_path, "Phase two ignores stop requests")
+    wait_for_task(proc, tmp_path / "runs", "Phase two ignores stop requests", hosts=2)
     deadline = time.monotonic() + 30
     while not _sleeping(113) and time.monotonic() < deadline:  # the step's command itself has started
         time.sleep(0.2)
@@ -111,7 +85,7 @@ def test_a_step_that_ignores_the_stop_is_killed_then_cleanup_runs(tmp_path: Path
     assert proc.returncode == ExitCode.INTERRUPTED, err
     assert time.monotonic() - begun < 60, "the stop timeout did not kill the run"
     # killed means every process of the run: Ansible's workers (sessions of their own) and the step they ran
-    assert _processes_naming(tmp_path / "runs") == [] and not _sleeping(113)
+    assert processes_naming(tmp_path / "runs") == [] and not _sleeping(113)
     report = _report(tmp_path)
     stop = report["interruption"]
     assert stop["signal"] == "SIGTERM" and stop["escalated_by"] == "timeout"
@@ -131,19 +105,6 @@ def test_a_step_that_ignores_the_stop_is_killed_then_cleanup_runs(tmp_path: Path
     )
 
 
-def _processes_naming(path: Path) -> list[str]:
-    """Command lines of the live processes that name ``path`` (this run's ansible-playbook and workers)."""
-    found = []
-    for proc_dir in Path("/proc").glob("[0-9]*"):
-        try:
-            cmdline = (proc_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if str(path) in cmdline and "sleep" not in cmdline.split()[0]:
-            found.append(cmdline)
-    return found
-
-
 def _sleeping(seconds: int) -> bool:
     """A `sleep SECONDS` process is alive (the stand-in project's stubborn step)."""
     return any(
@@ -160,16 +121,16 @@ def test_gpulab_killed_ends_its_playbook_no_orphan_goes_on(tmp_path: Path) -> No
     terminal fails, and it ends there: the task already running finishes in its worker, nothing after it
     starts. So the next run, which takes the dead controller's lock over, meets no orphan going on."""
     proc = _start(tmp_path, "-e", "test_phase_seconds=10")
-    _wait_for_task(proc, tmp_path, "Phase one takes a while")
+    wait_for_task(proc, tmp_path / "runs", "Phase one takes a while", hosts=2)
     runs = tmp_path / "runs"
-    assert _processes_naming(runs), "no ansible-playbook of this run found"
+    assert processes_naming(runs), "no ansible-playbook of this run found"
     proc.kill()
     proc.communicate(timeout=30)
     deadline = time.monotonic() + 60  # the running sleep (10 s) ends, then its worker exits
-    while _processes_naming(runs) and time.monotonic() < deadline:
+    while processes_naming(runs) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert _processes_naming(runs) == []
-    events = " ".join(_read(p) for p in runs.glob("*/job_events/*.json"))
+    assert processes_naming(runs) == []
+    events = " ".join(read_event(p) for p in runs.glob("*/job_events/*.json"))
     assert (
         "Phase two ignores stop requests" not in events and "Record that the always section ran" not in events
     )
@@ -179,7 +140,7 @@ def test_gpulab_killed_ends_its_playbook_no_orphan_goes_on(tmp_path: Path) -> No
 @pytest.mark.slow
 def test_a_second_signal_kills_at_once(tmp_path: Path) -> None:
     proc = _start(tmp_path, "-e", "test_stubborn_seconds=120")  # default timeout: 60 s
-    _wait_for_task(proc, tmp_path, "Phase two ignores stop requests")
+    wait_for_task(proc, tmp_path / "runs", "Phase two ignores stop requests", hosts=2)
     proc.send_signal(signal.SIGINT)
     time.sleep(1)
     proc.send_signal(signal.SIGINT)

@@ -73,6 +73,41 @@ def make_build(
     return build
 
 
+# Env vars of an env whose numpy MLP check runs on the CPU (framework none; the fake GPU cannot train).
+NUMPY_CHECK_VARS: dict[str, Any] = {
+    "dl_env_framework": "none",
+    "dl_env_pip_packages": ["numpy"],
+    "dl_env_check_device": "cpu",
+}
+
+
+def local_env_vars(tmp: Path) -> dict[str, Any]:
+    """Inventory vars of a local host (this machine, as the test's user) whose env `dl` is built from a
+    bring-your-own spec under `tmp` with the stand-in conda, its numpy MLP check run on the CPU. numpy
+    reaches the env through conda's pip step from the lab's wheelhouse: pass `wheelhouse_environ()` to
+    that step."""
+    spec = tmp / "byo.yml"
+    spec.write_text("name: dl\nchannels: [conda-forge]\ndependencies:\n  - python=3.11\n  - pip\n")
+    return {
+        "ansible_connection": "local",
+        "ansible_python_interpreter": sys.executable,
+        "ansible_become": False,
+        "dl_env_name": "dl",
+        "dl_env_spec_dir": str(tmp / "etc-gpulab"),
+        "dl_env_base_file": str(spec),
+        "dl_env_python_version": "3.11",
+        **NUMPY_CHECK_VARS,
+    }
+
+
+def wheelhouse_environ() -> dict[str, str]:
+    """pip offline, from the lab's wheelhouse (numpy, pip; downloaded once into .cache when missing)."""
+    from gpulab.lab import wheelhouse
+
+    wheels = wheelhouse.ensure(REPO / ".cache" / "gpulab-lab" / "wheelhouse", pythons=("3.11",))
+    return {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(wheels)}
+
+
 def local_render_vars(out: Path) -> dict[str, Any]:
     """Inventory vars that render on the controller itself into `out/<host>/environment.yml`."""
     return {

@@ -1,12 +1,15 @@
 """The real dl_env role (ansible-playbook on this machine, one local host) building with the lab's stand-in
 conda, installed by its own installer into tmp: a full disk during a build (the envs directory on a small
-tmpfs, so `conda env create` really hits ENOSPC; needs root to mount, skipped saying so elsewhere) and a
-live build whose gpulab marker was corrupted."""
+tmpfs, so `conda env create` really hits ENOSPC; needs root to mount, skipped saying so elsewhere), a
+live build whose gpulab marker was corrupted, a conda-group user's symlink swap of the public name, and
+the driver changing between cuda_check and dl_env's MLP check (cuda_check and dl_env in one play, the
+lab's fake nvidia-smi switched to another driver in between)."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,10 +19,11 @@ from typing import Any
 import pytest
 import yaml
 
+from gpulab.lab import nvidia_smi as lab_nvidia_smi
 from gpulab.lab.installer import build_installer
 from tests.conftest import REPO, VENV_BIN, repo_ansible_env
 
-from ._load import dl_env_builds
+from ._load import NUMPY_CHECK_VARS, dl_env_builds, local_env_vars, wheelhouse_environ
 
 B = dl_env_builds()
 # One build of the spec below (a venv with pip) takes about 8 MiB: two do not fit in 12.
@@ -56,35 +60,39 @@ def conda_prefix(tmp_path: Path) -> Path:
     return prefix
 
 
-def _provision(tmp: Path, prefix: Path, envs: Path, conda_packages: list[str]) -> dict[str, Any]:
-    spec = tmp / "byo.yml"
-    spec.write_text("name: dl\nchannels: [conda-forge]\ndependencies:\n  - python=3.11\n  - pip\n")
+def _provision(
+    tmp: Path,
+    prefix: Path,
+    envs: Path,
+    conda_packages: list[str],
+    plays: list[dict[str, Any]] | None = None,
+    environ: dict[str, str] | None = None,
+    args: tuple[str, ...] = (),
+    **extra: Any,
+) -> dict[str, Any]:
+    """One run of `plays` (default: the dl_env role alone) on host node1; `extra` overrides host vars."""
     host = {
-        "ansible_connection": "local",
-        "ansible_python_interpreter": sys.executable,
-        "ansible_become": False,
-        "dl_env_name": "dl",
+        **local_env_vars(tmp),
         "dl_env_conda_prefix": str(prefix),
         "dl_env_envs_dir": str(envs),
-        "dl_env_spec_dir": str(tmp / "etc-gpulab"),
-        "dl_env_base_file": str(spec),
-        "dl_env_python_version": "3.11",
-        # No MLP check backend: the fault here is the disk, and the stand-in env has no numpy or torch.
+        # No MLP check backend by default (the disk and marker faults need none); _numpy_check() adds one.
         "dl_env_framework": "tensorflow",
+        "dl_env_pip_packages": [],
         "dl_env_conda_packages": conda_packages,
         "miniconda_conda_env": {"CONDA_PLUGINS_AUTO_ACCEPT_TOS": "yes"},
         # What cuda_check publishes on a host without a GPU.
         "cuda_check_cuda_version": "",
         "cuda_check_gpu_present": False,
         "cuda_check_driver_version": "",
+        **extra,
     }
     inventory = tmp / "hosts.yml"
     inventory.write_text(yaml.safe_dump({"all": {"hosts": {"node1": host}}}))
-    play = [{"name": "Provision", "hosts": "all", "gather_facts": False, "roles": ["dl_env"]}]
+    play = plays or [{"name": "Provision", "hosts": "all", "gather_facts": False, "roles": ["dl_env"]}]
     playbook = tmp / "provision.yml"
     playbook.write_text(yaml.safe_dump(play))
-    env = repo_ansible_env(ANSIBLE_STDOUT_CALLBACK="ansible.posix.json")
-    argv = [str(VENV_BIN / "ansible-playbook"), "-i", str(inventory), str(playbook)]
+    env = repo_ansible_env(ANSIBLE_STDOUT_CALLBACK="ansible.posix.json", **(environ or {}))
+    argv = [str(VENV_BIN / "ansible-playbook"), "-i", str(inventory), *args, str(playbook)]
     proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
     start = proc.stdout.find("{")
     assert start >= 0, proc.stdout + proc.stderr
@@ -99,6 +107,7 @@ def _provision(tmp: Path, prefix: Path, envs: Path, conda_packages: list[str]) -
         "stats": data["stats"]["node1"],
         "failed": [str(res.get("msg")) for res in results if res.get("failed")],
         "msgs": [str(res["msg"]) for res in results if isinstance(res.get("msg"), str)],
+        "raw": proc.stdout,
     }
 
 
@@ -171,3 +180,137 @@ def test_a_live_build_with_a_corrupted_marker_is_built_again_and_kept(
     third = _provision(tmp_path, conda_prefix, envs, [])
     assert third["stats"]["failures"] == 0 and third["stats"]["changed"] == 0, third["msgs"]
     assert Path(os.path.realpath(envs / "dl")) == new and old.is_dir()
+
+
+def _numpy_check() -> dict[str, Any]:
+    """Host vars for an env whose MLP check really runs (numpy from the lab's wheelhouse, on the CPU)."""
+    return {
+        **NUMPY_CHECK_VARS,
+        "miniconda_conda_env": {"CONDA_PLUGINS_AUTO_ACCEPT_TOS": "yes", **wheelhouse_environ()},
+    }
+
+
+def _record(build: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((build / B.CHECK_RECORD).read_text())
+    return data
+
+
+@pytest.mark.slow
+def test_a_swapped_public_name_is_put_back_and_nothing_of_the_swapped_env_runs_as_root(
+    tmp_path: Path, conda_prefix: Path
+) -> None:
+    """A conda-group user (mallory, here uid nobody) points the public name at her own env, with a copy of
+    the live build's recorded digest so that it looks up to date. The next provision (as root) swaps the
+    public name back to gpulab's build of the same spec, runs the MLP check there, and never runs her
+    python; her env is left where it is (evidence for an admin)."""
+    envs = tmp_path / "envs"
+    check = _numpy_check()
+    first = _provision(tmp_path, conda_prefix, envs, [], **check)
+    assert first["stats"]["failures"] == 0, first["failed"]
+    live = Path(os.path.realpath(envs / "dl"))
+    assert _record(live)["passed"] is True
+
+    pwned = tmp_path / "pwned-by-mallory"
+    hers = tmp_path / "mallory-env"
+    (hers / "bin").mkdir(parents=True)
+    (hers / "conda-meta").mkdir()
+    shutil.copy(live / B.DIGEST_FILE, hers / B.DIGEST_FILE)
+    (hers / "bin" / "python").write_text(f'#!/bin/sh\nid -u > {pwned}\nexec {sys.executable} "$@"\n')
+    for path in (hers, hers / "bin", hers / "bin" / "python", hers / "conda-meta", hers / B.DIGEST_FILE):
+        os.chown(path, 65534, 65534)
+        path.chmod(0o755)
+    (envs / "dl").unlink()
+    (envs / "dl").symlink_to(hers)
+
+    second = _provision(tmp_path, conda_prefix, envs, [], **check)
+    assert second["stats"]["failures"] == 0, second["failed"]
+    assert not pwned.exists(), "root ran the swapped env's python"
+    said = [m for m in second["msgs"] if "building it again beside it instead of trusting it" in m]
+    assert len(said) == 1 and f"{hers} has no gpulab marker" in said[0], second["msgs"]
+    assert Path(os.path.realpath(envs / "dl")) == live  # the kept build of this spec, not a new one
+    assert sorted(p.name for p in (envs / ".gpulab").iterdir()) == [live.name]
+    record = _record(live)
+    assert record["passed"] is True and record["verified"] is True and record["backend"] == "numpy"
+    assert B.live(envs, "dl")["marker"] == "" and B.is_complete(live)
+    assert (hers / "bin" / "python").is_file() and not os.path.lexists(envs / ".dl.gpulab-next")
+
+    third = _provision(tmp_path, conda_prefix, envs, [], **check)
+    assert third["stats"]["failures"] == 0 and third["stats"]["changed"] == 0, third["msgs"]
+    assert not pwned.exists()
+
+
+DRIVER_BEFORE, DRIVER_AFTER = "h100-590.48.01", "l40s-595.80"
+
+
+@pytest.mark.slow
+def test_a_driver_change_during_a_run_is_noticed_and_checked_again_by_the_next_run(
+    tmp_path: Path, conda_prefix: Path
+) -> None:
+    """cuda_check reads driver 590.48.01; before dl_env's MLP check the lab's nvidia-smi answers for
+    595.80 (as after a driver upgrade during the run). The run cannot tell which driver its check ran on:
+    it stamps the check with the driver cuda_check read. The next run reads 595.80, does not reuse that
+    check (the stamp differs), checks again and stamps 595.80; the run after reuses it."""
+    sysroot = tmp_path / "sysroot"
+    lab_nvidia_smi.stage(sysroot, DRIVER_AFTER)
+    lab_nvidia_smi.stage(sysroot, DRIVER_BEFORE)  # both staged; the profile file names the one answering
+    profile = sysroot / lab_nvidia_smi.PROFILE_FILE
+    assert profile.read_text().strip() == DRIVER_BEFORE
+    (tmp_path / "facts.d").mkdir()
+    gpu = {
+        "cuda_check_nvidia_smi_path": str(sysroot / "usr" / "bin" / "nvidia-smi"),
+        "cuda_check_nvidia_smi_timeout": 30,
+        "cuda_check_proc_version_path": str(tmp_path / "no-proc-version"),
+        "cuda_check_test_fact_dir": str(tmp_path / "facts.d"),
+    }
+    tasks: list[dict[str, Any]] = [
+        {
+            "name": "Gather the local facts as site.yml does",
+            "ansible.builtin.setup": {
+                "gather_subset": ["!all", "!min", "local"],
+                "fact_path": "{{ cuda_check_test_fact_dir }}",
+            },
+        },
+        {"name": "Read the GPUs and driver", "ansible.builtin.include_role": {"name": "cuda_check"}},
+        {
+            "name": "The driver changes now (the fake nvidia-smi answers for another one)",
+            "ansible.builtin.copy": {"content": DRIVER_AFTER + "\n", "dest": str(profile), "mode": "0644"},
+            "when": "test_change_driver | default(false) | bool",
+        },
+        {"name": "Build and check the environment", "ansible.builtin.include_role": {"name": "dl_env"}},
+    ]
+    plays = [{"name": "Provision", "hosts": "all", "gather_facts": False, "tasks": tasks}]
+    envs = tmp_path / "envs"
+
+    def run(change: bool) -> dict[str, Any]:
+        return _provision(
+            tmp_path,
+            conda_prefix,
+            envs,
+            [],
+            plays=plays,
+            environ={"GPULAB_LAB_NVIDIA_SMI_SYSROOT": str(sysroot)},
+            args=("-e", "__cuda_check_fact_dir={{ cuda_check_test_fact_dir }}"),
+            test_change_driver=change,
+            **gpu,
+            **_numpy_check(),
+        )
+
+    first = run(change=True)
+    assert first["stats"]["failures"] == 0, first["failed"]
+    live = Path(os.path.realpath(envs / "dl"))
+    stamped = _record(live)
+    # The check passed (on the new driver) but is stamped with the driver cuda_check read at the start.
+    assert stamped["passed"] is True and stamped["driver"] == "590.48.01"
+    assert profile.read_text().strip() == DRIVER_AFTER
+
+    second = run(change=False)
+    assert second["stats"]["failures"] == 0, second["failed"]
+    assert "the driver changed since its last check (590.48.01 -> 595.80)" in second["raw"]
+    rechecked = _record(live)
+    assert Path(os.path.realpath(envs / "dl")) == live  # same CUDA line (13.0): checked again, not rebuilt
+    assert rechecked["passed"] is True and rechecked["driver"] == "595.80"
+    assert rechecked["epoch"] > stamped["epoch"]
+
+    third = run(change=False)
+    assert third["stats"]["failures"] == 0 and third["stats"]["changed"] == 0, third["msgs"]
+    assert _record(live) == rechecked  # the check on 595.80 holds: reused, not run again
