@@ -27,8 +27,8 @@ from gpulab.errors import ExitCode
 from gpulab.runner import RunRequest, build_kwargs
 from tests.conftest import REPO, lab_up, require_containers, run_gpulab, tool_env
 
-# The image the container test builds: its own tag, so other checkouts' images are left alone.
-TEST_TAG = "localhost/gpulab-ee:test"
+# The image scripts/test.sh builds in its set-up (the test rebuilds it only when its recipe changed).
+TEST_TAG = ee.DEFAULT_TAG
 
 
 def _definition() -> dict[str, Any]:
