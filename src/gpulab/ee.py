@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import re
 import shutil
 import subprocess
 import sys
@@ -167,6 +168,12 @@ def build(
 ) -> str:
     """Build the execution environment as ``tag`` unless an image of its recipe exists; return the tag."""
     project = project or collection.root()
+    # One build of a tag at a time on this machine (test workers, checkouts sharing podman's storage).
+    with images.build_lock("ee-" + re.sub(r"[^A-Za-z0-9_.-]", "_", tag)):
+        return _build(tag, project, force=force, log=log)
+
+
+def _build(tag: str, project: Path, *, force: bool, log: bool) -> str:
     path = definition_path(project)
     definition = load_definition(path)
     require_podman()

@@ -167,7 +167,7 @@ def current_digest(tag: str) -> str | None:
 
 
 @contextmanager
-def _build_lock(name: str) -> Iterator[None]:
+def build_lock(name: str) -> Iterator[None]:
     """One build of an image at a time on this machine (parallel test workers ask for the same images)."""
     path = Path(tempfile.gettempdir()) / f"gpulab-image-{name}.lock"
     with path.open("a") as fh:
@@ -184,7 +184,7 @@ def ensure_image(name: str, *, force: bool = False, log: bool = True) -> str:
     if name not in base_recipes and name not in CONDA_RECIPES:
         known = ", ".join(sorted([*base_recipes, *CONDA_RECIPES]))
         raise ImageBuildError(f"unknown image {name!r}; known: {known}")
-    with _build_lock(name):
+    with build_lock(name):
         if name in CONDA_RECIPES:
             return _ensure_conda_image(CONDA_RECIPES[name], force=force, log=log)
         return _ensure_base_image(base_recipes[name], force=force, log=log)
