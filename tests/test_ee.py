@@ -3,7 +3,7 @@ build`, and `gpulab provision --ee IMAGE` running site.yml inside it against a o
 
 The fast tests check the definition against pyproject and what the runner is told for a containerized run
 (mounts, paths, no secret on a command line); the container test builds the image (skipped while its recipe
-label matches) and provisions a lab node from inside it, then re-runs it (changed=0).
+label matches) and provisions a lab node from inside it, then re-runs it with `-K` (changed=0).
 """
 
 from __future__ import annotations
@@ -12,11 +12,13 @@ import json
 import os
 import re
 import shutil
+import sys
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pexpect  # type: ignore[import-untyped]
 import pytest
 import yaml
 
@@ -184,10 +186,24 @@ def test_site_provisions_an_ssh_lab_node_from_inside_the_ee(
     command = json.loads((Path(data["artifacts"]) / "command").read_text())["command"]
     assert command[:2] == ["podman", "run"] and TEST_TAG in command and "gpulab.gpulab.site" in command
 
+    # The re-run changes nothing; it asks for the sudo password (-K): sudo's prompt inside the container
+    # reaches ansible-runner through podman's terminal, and the runner answers it.
     second = base / "second.json"
-    proc = run_gpulab([*argv, "--report", str(second)], env, timeout=900)
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "gpulab", *argv[:-2], "-K", "--report", str(second)],
+        cwd=str(REPO),
+        env=env,
+        encoding="utf-8",
+        codec_errors="replace",
+        timeout=900,
+    )
+    child.expect(r"(?i)become password[^\r\n]*:", timeout=60)
+    child.sendline(password)
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == ExitCode.OK, str(child.before)[-3000:]
     data = json.loads(second.read_text())
-    assert proc.returncode == ExitCode.OK, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert data["hosts"]["ee-node"]["counts"]["changed"] == 0, data["hosts"]["ee-node"]
 
     for path in (base / "runs").rglob("*"):  # the sudo password reached no artifact
