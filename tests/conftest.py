@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import functools
 import os
@@ -74,6 +75,19 @@ def run_gpulab(
         timeout=timeout,
         check=False,
     )
+
+
+@contextlib.contextmanager
+def lab_up(base: Path, args: list[str]) -> Iterator[tuple[dict[str, str], str]]:
+    """`gpulab lab up ARGS`, its lab and runs under `base`: yields (env, its output); `lab down` after."""
+    env = tool_env() | {"GPULAB_LAB_DIR": str(base / "lab"), "GPULAB_STATE_DIR": str(base / "runs")}
+    up = run_gpulab(["lab", "up", *args], env, timeout=900)
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        yield env, up.stdout
+    finally:
+        down = run_gpulab(["lab", "down"], env, timeout=900)
+        assert down.returncode == 0, down.stdout + down.stderr
 
 
 def repo_ansible_env(**extra: str) -> dict[str, str]:

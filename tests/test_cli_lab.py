@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import require_containers, run_gpulab, tool_env
+from tests.conftest import lab_up, require_containers, run_gpulab
 
 
 def _gpulab(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -24,18 +24,12 @@ def _gpulab(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[str, str], Path]]:
     require_containers()
-    base = tmp_path_factory.mktemp("cli-lab")
-    env = tool_env() | {"GPULAB_LAB_DIR": str(base / "lab"), "GPULAB_STATE_DIR": str(base / "runs")}
-    up = _gpulab(["lab", "up", "--nodes", "cli-ok=l40s-595.80,cli-cpu=none,cli-broken=driver-broken"], env)
-    try:
-        assert up.returncode == 0, up.stdout + up.stderr
-        assert "SIMULATED" in up.stdout
+    nodes = "cli-ok=l40s-595.80,cli-cpu=none,cli-broken=driver-broken"
+    with lab_up(tmp_path_factory.mktemp("cli-lab"), ["--nodes", nodes]) as (env, out):
+        assert "SIMULATED" in out
         inventory = Path(_gpulab(["lab", "inventory"], env).stdout.strip())
         assert inventory.is_file()
         yield env, inventory
-    finally:
-        down = _gpulab(["lab", "down"], env)
-        assert down.returncode == 0, down.stdout + down.stderr
 
 
 @pytest.mark.containers

@@ -27,7 +27,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
 
-from gpulab import __version__, connection
+from gpulab import __version__, connection, ee_run
 from gpulab import extravars as xvars
 from gpulab import stop as graceful
 from gpulab.errors import MEANINGS, ExitCode, GpulabError, UsageError
@@ -132,6 +132,11 @@ def _run_options(parser: argparse.ArgumentParser, *, with_check: bool = True) ->
     )
     parser.add_argument(
         "-v", "--verbose", action="count", default=0, help="more output (repeat for ansible -vvv)"
+    )
+    parser.add_argument(
+        "--ee",
+        metavar="IMAGE",
+        help="run the playbook inside this execution environment image with podman (docs/ee.md)",
     )
     connection.add_options(parser)
 
@@ -242,7 +247,11 @@ def _inventories(args: argparse.Namespace, project: Path) -> tuple[Path, ...]:
 
 
 def _request(
-    args: argparse.Namespace, project: Path, playbook: str, internal: Mapping[str, Any]
+    args: argparse.Namespace,
+    project: Path,
+    playbook: str,
+    internal: Mapping[str, Any],
+    writable: Sequence[Path] = (),
 ) -> RunRequest:
     book = project / "playbooks" / playbook
     if not book.is_file():
@@ -255,6 +264,9 @@ def _request(
     if args.keep_runs < 0:
         raise UsageError("--keep-runs must be 0 (keep all) or more")
     targets = inventory_hosts(inventories, args.limit)
+    ee_image = getattr(args, "ee", None)
+    if ee_image:
+        ee_run.check_image(ee_image)
     return RunRequest(
         playbook=book,
         inventories=inventories,
@@ -269,6 +281,8 @@ def _request(
         forks=args.forks or sized_forks(len(targets), os.environ),
         verbosity=int(args.verbose),
         targets=tuple(targets),
+        ee_image=ee_image,
+        writable_dirs=tuple(writable),
     )
 
 
@@ -369,7 +383,12 @@ def _restore_signals(previous: Mapping[int, Any]) -> None:
         signal.signal(sig, handler)
 
 
-def execute(args: argparse.Namespace, playbook: str, extra: dict[str, Any] | None = None) -> int:
+def execute(
+    args: argparse.Namespace,
+    playbook: str,
+    extra: dict[str, Any] | None = None,
+    writable: Sequence[Path] = (),
+) -> int:
     project = project_dir()
     states = state_dir(project)
     ident = new_ident()
@@ -377,7 +396,7 @@ def execute(args: argparse.Namespace, playbook: str, extra: dict[str, Any] | Non
         states / ident / graceful.STOP_FILE, grace=graceful.grace_seconds(args.stop_timeout)
     )
     internal = {**graceful.run_vars(ident, stop.path), **(extra or {})}
-    request = _request(args, project, playbook, internal)
+    request = _request(args, project, playbook, internal, writable)
     redactor = _redactor(request)
     passwords = request.connection.ask_passwords()
     progress = make_view(sys.stderr, bool(args.verbose), expected_tasks(states, playbook))
@@ -440,6 +459,7 @@ def execute(args: argparse.Namespace, playbook: str, extra: dict[str, Any] | Non
         "batch": (extra or {}).get("gpulab_batch"),
         "max_fail_percentage": (extra or {}).get("gpulab_max_fail_percentage"),
         "reverify": bool((extra or {}).get("dl_env_reverify")),
+        "ee": request.ee_image,
     }
     report = build_report(
         state,
@@ -504,7 +524,10 @@ def cmd_render(args: argparse.Namespace) -> int:
     dest.mkdir(parents=True, exist_ok=True)
     # dl_env_render_only too: extra vars win over the playbook, so the hosts stay untouched.
     return execute(
-        args, "render.yml", {"dl_env_render_only": True, "dl_env_render_dest_controller": str(dest)}
+        args,
+        "render.yml",
+        {"dl_env_render_only": True, "dl_env_render_dest_controller": str(dest)},
+        writable=(dest,),
     )
 
 

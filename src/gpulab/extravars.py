@@ -65,6 +65,10 @@ class ExtraVars:
     def keys(self) -> list[str]:
         return sorted(self.known())
 
+    def files(self) -> list[str]:
+        """Every ``@FILE`` the user passed, by path."""
+        return [str(i.path) for i in self.items if isinstance(i, VarsFile)]
+
     def vaulted_files(self) -> list[str]:
         return [str(i.path) for i in self.items if isinstance(i, VarsFile) and i.vaulted]
 

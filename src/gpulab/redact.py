@@ -15,13 +15,14 @@ Three rules, applied to text and to structured data alike:
 
 from __future__ import annotations
 
+import contextlib
 import re
 import runpy
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from gpulab import collection
+from gpulab import collection, inventory_vars
 from gpulab.extravars import VAULTED, load_vars_file
 
 # The collection's plugins/plugin_utils/secrets.py: the one home of the URL patterns, shared with the roles'
@@ -156,41 +157,17 @@ def _file_values(path: Path) -> set[str]:
 
 
 def _variable_manager_values(inventories: Sequence[Path], limit: str | None) -> set[str]:
-    import contextlib
-    import io
-
-    from ansible.inventory.manager import InventoryManager  # type: ignore[import-untyped]
-    from ansible.parsing.dataloader import DataLoader  # type: ignore[import-untyped]
-    from ansible.vars.manager import VariableManager  # type: ignore[import-untyped]
-
     found: set[str] = set()
-    sink = io.StringIO()
     try:
-        with contextlib.redirect_stderr(sink), contextlib.redirect_stdout(sink):
-            loader = DataLoader()
-            inventory = InventoryManager(loader=loader, sources=[str(p) for p in inventories])
-            if limit:
-                inventory.subset(limit)
-            manager = VariableManager(loader=loader, inventory=inventory)
-            for host in inventory.list_hosts("all"):
-                try:
-                    host_vars = manager.get_vars(host=host, include_hostvars=False)
-                except Exception:  # a vaulted vars file without its password: files are read below
-                    host_vars = {**_group_vars(host), **host.get_vars()}
-                for name, value in host_vars.items():
-                    if isinstance(name, str) and holds_secrets(name):
-                        with contextlib.suppress(Exception):  # an encrypted value that cannot be read here
-                            found |= secret_values({name: _plain(value)})
+        hosts = inventory_vars.host_vars(inventories, limit)
     except Exception:  # the inventory itself is checked (with a clear message) by runner.inventory_hosts
         return found
+    for host_vars in hosts:
+        for name, value in host_vars.items():
+            if isinstance(name, str) and holds_secrets(name):
+                with contextlib.suppress(Exception):  # an encrypted value that cannot be read here
+                    found |= secret_values({name: _plain(value)})
     return found
-
-
-def _group_vars(host: Any) -> dict[str, Any]:
-    merged: dict[str, Any] = {}
-    for group in host.get_groups():
-        merged.update(group.get_vars())
-    return merged
 
 
 def _plain(value: Any) -> Any:

@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from gpulab import collection
+from gpulab import collection, ee_run
 from gpulab import extravars as xvars
 from gpulab.connection import ConnectionOptions
 from gpulab.errors import ExitCode, GpulabError, ParseError, UsageError
@@ -90,6 +90,8 @@ class RunRequest:
     forks: int | None = None
     verbosity: int = 0
     targets: tuple[str, ...] = ()  # the hosts the run targets (inventory + limit), in inventory order
+    ee_image: str | None = None  # run inside this execution environment image (gpulab.ee_run)
+    writable_dirs: tuple[Path, ...] = ()  # with ee_image: directories the run writes on this machine
 
 
 @dataclass
@@ -208,6 +210,12 @@ def build_kwargs(
         kwargs["forks"] = request.forks
     if request.verbosity:
         kwargs["verbosity"] = request.verbosity
+    if request.ee_image:
+        # The runner mounts the run directory at /runner and ignores project_dir and inventory there.
+        del kwargs["project_dir"], kwargs["inventory"]
+        kwargs.update(ee_run.runner_kwargs(request, request.ee_image, run_dir, ident, kwargs["envvars"]))
+        inventory_args = [f"--inventory={path}" for path in request.inventories]
+        extravar_args = [*inventory_args, *ee_run.extravar_args(extravar_args, run_dir)]
     cmdline = build_cmdline(request, extravar_args)
     if cmdline:
         kwargs["cmdline"] = cmdline
@@ -313,7 +321,11 @@ class Run:
 
         self.states.mkdir(parents=True, exist_ok=True)
         self.run_dir.mkdir(mode=0o700, exist_ok=True)  # a stop request may have made it
-        extravar_args = xvars.write(self.request.extravars, self.request.internal_vars, self.run_dir)
+        internal = self.request.internal_vars
+        if self.request.ee_image:
+            internal = ee_run.internal_vars(internal, self.run_dir)
+            ee_run.prepare_run_dir(self.run_dir)
+        extravar_args = xvars.write(self.request.extravars, internal, self.run_dir)
         kwargs = build_kwargs(
             self.request, self.project, self.run_dir, self.ident, self._environ, extravar_args
         )

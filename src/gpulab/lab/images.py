@@ -4,6 +4,8 @@ A base image is a Debian `debootstrap --variant=minbase` root with python3 and s
 `admin` (passwordless sudo) that a server installer leaves behind, imported with `podman import`.
 An SSH image is a base image recipe plus openssh-server, for `gpulab lab up --connection ssh`: sshd
 configured for key-only logins on loopback, no host keys (each node makes its own when it starts).
+An EE base image is a base image recipe plus Debian's openssh-client: the controller that
+`execution-environment.yml` builds on (the ssh connection needs the client; no registry image is reachable).
 A conda image is a base image with the stand-in Miniforge already installed in /opt/miniconda3, made
 with `podman commit`, for the scenarios that need conda but are not about installing it (installing
 takes each such scenario a container start, a copy and an install per host).
@@ -105,6 +107,15 @@ SSH_RECIPES: dict[str, Recipe] = {
 }
 
 
+# The base of the execution environment (docs/ee.md): Debian 12's python3 (the version the EE's wheelhouse
+# is downloaded for) and the ssh client ansible's ssh connection runs.
+EE_BASE_RECIPES: dict[str, Recipe] = {
+    "debian12-ee-base": Recipe(
+        "debian12-ee-base", "bookworm", (*RECIPES["debian12"].packages, "openssh-client")
+    )
+}
+
+
 @dataclass(frozen=True)
 class CondaRecipe:
     """A base image with a stand-in installer run in it as an operator would: bash INSTALLER -b -p PREFIX."""
@@ -156,7 +167,7 @@ def current_digest(tag: str) -> str | None:
 
 
 @contextmanager
-def _build_lock(name: str) -> Iterator[None]:
+def build_lock(name: str) -> Iterator[None]:
     """One build of an image at a time on this machine (parallel test workers ask for the same images)."""
     path = Path(tempfile.gettempdir()) / f"gpulab-image-{name}.lock"
     with path.open("a") as fh:
@@ -169,11 +180,11 @@ def _build_lock(name: str) -> Iterator[None]:
 
 def ensure_image(name: str, *, force: bool = False, log: bool = True) -> str:
     """Build `localhost/gpulab-test:<name>` unless an image from the same recipe exists. Returns the tag."""
-    base_recipes = RECIPES | SSH_RECIPES
+    base_recipes = RECIPES | SSH_RECIPES | EE_BASE_RECIPES
     if name not in base_recipes and name not in CONDA_RECIPES:
         known = ", ".join(sorted([*base_recipes, *CONDA_RECIPES]))
         raise ImageBuildError(f"unknown image {name!r}; known: {known}")
-    with _build_lock(name):
+    with build_lock(name):
         if name in CONDA_RECIPES:
             return _ensure_conda_image(CONDA_RECIPES[name], force=force, log=log)
         return _ensure_base_image(base_recipes[name], force=force, log=log)
@@ -268,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "names",
         nargs="*",
-        default=[*sorted(RECIPES), *sorted(CONDA_RECIPES), *sorted(SSH_RECIPES)],
+        default=[*sorted(RECIPES), *sorted(CONDA_RECIPES), *sorted(SSH_RECIPES), *sorted(EE_BASE_RECIPES)],
         help="images to ensure",
     )
     parser.add_argument("--force", action="store_true", help="rebuild even when the recipe is unchanged")
