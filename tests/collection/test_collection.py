@@ -32,7 +32,9 @@ GALAXY = yaml.safe_load((REPO / "galaxy.yml").read_text(encoding="utf-8"))
 # What `gpulab/_collection/` in the wheel and the galaxy tarball hold, besides the metadata files.
 CONTENT = {
     "CHANGELOG.md",
+    "LICENSE",
     "README.md",
+    "execution-environment.yml",  # so an installed gpulab can build the EE (gpulab.ee)
     "ansible.cfg",
     "docs",
     "inventory",
@@ -223,19 +225,12 @@ def test_collection_playbooks_by_fqcn_from_an_empty_directory(
 
 def _copy_source(dest: Path) -> None:
     """The files a wheel is built from (a copy: pip's in-tree build would write build/ into the checkout)."""
-    for name in (
-        "pyproject.toml",
-        "setup.py",
-        "MANIFEST.in",
-        "galaxy.yml",
-        "CHANGELOG.md",
-        "README.md",
-        "ansible.cfg",
-    ):
-        shutil.copy2(REPO / name, dest / name)
     junk = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
-    for name in ("src", *sorted(CONTENT - {"CHANGELOG.md", "README.md", "ansible.cfg"})):
-        shutil.copytree(REPO / name, dest / name, ignore=junk)
+    for name in sorted({"pyproject.toml", "setup.py", "MANIFEST.in", "galaxy.yml", "src"} | CONTENT):
+        if (REPO / name).is_dir():
+            shutil.copytree(REPO / name, dest / name, ignore=junk)
+        else:
+            shutil.copy2(REPO / name, dest / name)
 
 
 def test_wheel_in_a_fresh_venv_runs_gpulab_render_from_its_own_collection(tmp_path: Path) -> None:
