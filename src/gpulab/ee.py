@@ -96,19 +96,10 @@ def download_wheels(dest: Path, requirements: list[str], python: str) -> list[st
     if not (stamp.is_file() and stamp.read_text(encoding="utf-8") == request):
         shutil.rmtree(dest, ignore_errors=True)
         dest.mkdir(parents=True)
-        cmd = [
-            sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--no-input",
-            "--only-binary=:all:", "--python-version", python, "--implementation", "cp",
-        ]  # fmt: skip
-        for plat in wheelhouse.PLATFORMS:
-            cmd += ["--platform", plat]
-        cmd += ["--dest", str(dest), *requirements]
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-5:])
-            raise EEBuildError(
-                f"pip download for the execution environment (Python {python}) failed:\n{tail}"
-            )
+        try:
+            wheelhouse.download(dest, requirements, python)
+        except wheelhouse.WheelhouseError as exc:
+            raise EEBuildError(f"the execution environment's wheels: {exc}") from None
         stamp.write_text(request, encoding="utf-8")
     return sorted(p.name for p in dest.glob("*.whl"))
 

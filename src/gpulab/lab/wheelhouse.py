@@ -63,26 +63,22 @@ def ensure(
         missing = [p for p in packages if not _has_wheel(dest, p, python)]
         if not missing:
             continue
-        cmd = [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--disable-pip-version-check",
-            "--no-input",
-            "--only-binary=:all:",
-            "--python-version",
-            python,
-            "--implementation",
-            "cp",
-        ]
-        for plat in PLATFORMS:
-            cmd += ["--platform", plat]
-        cmd += ["--dest", str(dest), *missing]
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
-            raise WheelhouseError(
-                f"pip download of {missing} for Python {python} failed:\n" + "\n".join(tail)
-            )
+        download(dest, missing, python)
     return dest
+
+
+def download(dest: Path, packages: Iterable[str], python: str) -> None:
+    """`pip download` binary wheels of `packages` (names or requirements) for CPython `python` on x86_64
+    Linux into `dest`: what a machine that cannot reach an index installs from (the lab, the EE build)."""
+    packages = list(packages)
+    cmd = [
+        sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--no-input",
+        "--only-binary=:all:", "--python-version", python, "--implementation", "cp",
+    ]  # fmt: skip
+    for plat in PLATFORMS:
+        cmd += ["--platform", plat]
+    cmd += ["--dest", str(dest), *packages]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+        raise WheelhouseError(f"pip download of {packages} for Python {python} failed:\n" + "\n".join(tail))
