@@ -16,8 +16,8 @@ Three rules, applied to text and to structured data alike:
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import re
-import runpy
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,9 +25,21 @@ from typing import Any
 from gpulab import collection, inventory_vars
 from gpulab.extravars import VAULTED, load_vars_file
 
-# The collection's plugins/plugin_utils/secrets.py: the one home of the URL patterns, shared with the roles'
-# redact filters (plugins/ is no importable package, so it is run from its file).
-_URLS = runpy.run_path(str(collection.root() / "plugins" / "plugin_utils" / "secrets.py"))
+
+def _load_url_secrets() -> dict[str, Any]:
+    """The collection's plugins/plugin_utils/secrets.py, the one home of the URL patterns, shared with the
+    roles' redact filters. plugins/ is no importable package, so it is loaded from its file, by an explicit
+    file loader: runpy.run_path would consult sys.path_hooks, where Ansible's collection finder may sit."""
+    path = collection.root() / "plugins" / "plugin_utils" / "secrets.py"
+    spec = importlib.util.spec_from_file_location("gpulab_url_secrets", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return vars(module)
+
+
+_URLS = _load_url_secrets()
 MASK: str = _URLS["MASK"]
 # Names whose whole value is a secret (matched anywhere in the name, case-insensitive).
 SECRET_NAME = re.compile(
