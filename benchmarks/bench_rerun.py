@@ -9,7 +9,9 @@ measures in one run, side by side on the same nodes:
 2. cold: `gpulab provision` (playbooks/site.yml) on bare nodes;
 3. no-op: the same again; the report must show changed=0 on every host (else the exit code is 1);
 4. one-changed: one node's driver upgraded (`gpulab lab driver`, as `gpulab demo` does), then provision;
-5. floor again, after the re-runs. The ratios use the SMALLER of the two floor runs.
+5. one node alone: another node upgraded the same way and provisioned alone (`--limit`): what rebuilding
+   one node costs, the yardstick of issue 15's one-changed goal (<= that + 2x the floor);
+6. floor again, after the re-runs. The ratios use the SMALLER of the two floor runs.
 
 With `--scale K1,K2,...` (each <= N) it then times floor, no-op and one-changed on K-node subsets
 (`--limit`) and prints the seconds per extra host of each (least-squares slope over the subsets and the
@@ -68,6 +70,7 @@ class LabPlan:
 
     profiles: tuple[tuple[str, str], ...]
     main_changed: str
+    alone_changed: str
     scale_changed: tuple[str, ...]
 
     def spec(self) -> str:
@@ -130,7 +133,7 @@ def plan_lab(nodes: int, scale: Sequence[int] = ()) -> LabPlan:
     """
     mix = [n.profile for n in cluster.parse_nodes(cluster.DEFAULT_NODES)]
     profiles = [mix[i % len(mix)] for i in range(nodes)]
-    need = 1 + len(scale)
+    need = 2 + len(scale)  # the main one-changed run, the node alone, one per scale size
     for index in reversed(range(nodes)):
         if profiles.count(UPGRADE_FROM) >= need:
             break
@@ -139,7 +142,10 @@ def plan_lab(nodes: int, scale: Sequence[int] = ()) -> LabPlan:
     if len(upgradable) < need:
         raise ValueError(f"{nodes} nodes cannot give {need} driver upgrades (one per re-run): add --nodes")
     return LabPlan(
-        tuple((f"node{i + 1}", p) for i, p in enumerate(profiles)), upgradable[0], tuple(upgradable[1:need])
+        tuple((f"node{i + 1}", p) for i, p in enumerate(profiles)),
+        upgradable[0],
+        upgradable[1],
+        tuple(upgradable[2:need]),
     )
 
 
@@ -375,6 +381,11 @@ def run(options: Options) -> int:
             timings["one-changed"], report = bench.provision(f"one-changed ({plan.main_changed} upgraded)")
             timings["one-changed"].name = "one-changed"
             problems += [f"one-changed: {p}" for p in one_changed_problems(report, plan.main_changed)]
+            bench.upgrade(plan.alone_changed)
+            alone = f"one node alone ({plan.alone_changed} upgraded)"
+            timings["one node alone"], report = bench.provision(alone, [plan.alone_changed])
+            timings["one node alone"].name = "one node alone"
+            problems += [f"one node alone: {p}" for p in one_changed_problems(report, plan.alone_changed)]
             timings["floor after"] = bench.floor("floor after")
             problems += [f"{t.name}: {t.note}" for t in timings.values() if t.exit_code != 0]
             scale_rows: dict[int, dict[str, float]] = {}
@@ -408,6 +419,10 @@ def run(options: Options) -> int:
         "one_changed_over_floor": ratio(timings["one-changed"].seconds, floor),
         "cold_over_floor": ratio(timings["cold"].seconds, floor),
         "noop_over_cold": ratio(timings["no-op"].seconds, timings["cold"].seconds),
+        # Issue 15: one-changed <= that node's rebuild alone + 2x the floor, i.e. this <= 1.
+        "one_changed_over_alone_plus_2_floors": ratio(
+            timings["one-changed"].seconds, timings["one node alone"].seconds + 2 * floor
+        ),
     }
     result["scale"] = {str(k): v for k, v in scale_rows.items()}
     result["podman_exec_s"] = exec_s
@@ -417,9 +432,13 @@ def run(options: Options) -> int:
     print(render_table(timings, floor_names))
     print(f"ratios use the smaller floor run ({floor:.1f}s); '/ cold' = run / cold provision")
     print(
+        "one-changed / (one node alone + 2x floor): "
+        f"{result['ratios']['one_changed_over_alone_plus_2_floors']:.2f} (issue 15's goal: <= 1)"
+    )
+    print(
         "\nwhere the time went (mean s per host from job events; rest = gpulab + Ansible + lab connection):"
     )
-    for name in ("cold", "no-op", "one-changed"):
+    for name in ("cold", "no-op", "one-changed", "one node alone"):
         print("  " + render_split(timings[name]))
     if len(scale_rows) > 1:
         print("\nscaling (--limit subsets of the same lab; one floor run per size):")

@@ -48,7 +48,7 @@ def test_scale_is_sorted_and_unique_and_connection_ssh_is_accepted() -> None:
         (["--scale", "1,x"], "node counts"),
         (["--scale", "0,2"], "positive"),
         (["--connection", "local"], "invalid choice"),
-        (["--nodes", "2", "--scale", "1,2"], "cannot give 3 driver upgrades"),
+        (["--nodes", "2", "--scale", "1,2"], "cannot give 4 driver upgrades"),
     ],
 )
 def test_bad_arguments_are_refused_with_the_reason(
@@ -64,14 +64,14 @@ def test_plan_without_scale_is_the_labs_default_mix() -> None:
     plan = plan_lab(4)
     mix = [n.profile for n in cluster.parse_nodes(cluster.DEFAULT_NODES)]
     assert [p for _, p in plan.profiles] == [mix[0], mix[1], mix[2], mix[0]]
-    assert plan.main_changed == "node1" and plan.scale_changed == ()
+    assert plan.main_changed == "node1" and plan.alone_changed == "node4" and plan.scale_changed == ()
     assert cluster.parse_nodes(plan.spec())[0].name == "node1"  # the lab accepts the spec
 
 
 def test_plan_gives_every_rerun_its_own_node_to_upgrade() -> None:
     plan = plan_lab(8, (1, 2, 4, 8))
-    upgraded = [plan.main_changed, *plan.scale_changed]
-    assert len(set(upgraded)) == 5
+    upgraded = [plan.main_changed, plan.alone_changed, *plan.scale_changed]
+    assert len(set(upgraded)) == 6
     assert all(dict(plan.profiles)[name] == UPGRADE_FROM for name in upgraded)
     assert plan.main_changed == "node1"
     for size, changed in zip((1, 2, 4, 8), plan.scale_changed, strict=True):

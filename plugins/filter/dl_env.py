@@ -544,6 +544,27 @@ def merge_envs(
     return out
 
 
+def as_unchanged(sent: Mapping[str, Any]) -> dict[str, Any]:
+    """What a re-run that changes nothing reports (set_stats gpulab.<host>), from what a full run reported:
+    every environment unchanged, its passed check reused (its age is brought to date by host_state), no pin
+    changes, an absent environment absent; scheduler actions are not repeated."""
+
+    def one(stats: Mapping[str, Any]) -> dict[str, Any]:
+        if "env_action" not in stats:
+            return dict(stats)
+        if stats.get("state") == "absent":
+            return {**stats, "env_action": "absent", "removed": []}
+        again = {**stats, "env_action": "unchanged", "pin_changes": [], "recheck_reason": ""}
+        if stats.get("checked_at") is not None:
+            again["check_reused"] = True
+        return again
+
+    result = one({k: v for k, v in sent.items() if k not in ("envs", "scheduler")})
+    if isinstance(sent.get("envs"), Mapping):
+        result["envs"] = {name: one(stats) for name, stats in sent["envs"].items()}
+    return result
+
+
 # -- Ansible glue ----------------------------------------------------------------------------------
 def _wrap(func: Any) -> Any:
     def inner(*args: Any, **kwargs: Any) -> Any:
@@ -605,4 +626,5 @@ class FilterModule:
             "dl_env_parse_check": parse_check,
             "dl_env_recheck_reason": recheck_reason,
             "dl_env_build_reason": build_reason,
+            "dl_env_as_unchanged": as_unchanged,
         }

@@ -183,6 +183,8 @@ def _host_record(
         "changed_tasks": list(host.changed_tasks),
         "mid_change": mid_change,
         "mlp_check": mlp,
+        # The re-run fast path (playbooks/site.yml): taken, or why the host ran in full.
+        "fast_path": extra.get("fast_path"),
         "facts": dict(sorted(facts.items())),
         "stats_data": dict(sorted(extra.items())),
     }

@@ -18,6 +18,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 ROLE = REPO / "roles" / "cuda_check"
 MODULE_PATH = REPO / "plugins" / "modules" / "nvidia_gpu_facts.py"
+# The module's reading code, shared with host_state (the module itself only holds its docs and main).
+READER_PATH = REPO / "plugins" / "module_utils" / "nvidia_smi.py"
 FILTER_PATH = REPO / "plugins" / "filter" / "cuda_check.py"
 # The product's own corpus of real nvidia-smi outputs (issue 17: never the lab's fixtures).
 CORPUS = REPO / "tests" / "corpus" / "nvidia-smi"
@@ -32,7 +34,8 @@ def _load(name: str, path: Path) -> ModuleType:
     return module
 
 
-gpu_facts = _load("cuda_check_nvidia_gpu_facts", MODULE_PATH)
+gpu_facts = _load("cuda_check_nvidia_smi", READER_PATH)
+gpu_facts_module = _load("cuda_check_nvidia_gpu_facts", MODULE_PATH)
 cuda_filter = _load("cuda_check_filter", FILTER_PATH)
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from ._load import MODULE_PATH, ROLE, gpu_facts, role_defaults
+from ._load import MODULE_PATH, ROLE, gpu_facts, gpu_facts_module, role_defaults
 
 SPEC: dict[str, Any] = yaml.safe_load((ROLE / "meta" / "argument_specs.yml").read_text(encoding="utf-8"))[
     "argument_specs"
@@ -58,10 +58,12 @@ def test_readme_lists_every_published_fact() -> None:
 
 
 def test_module_documentation_is_valid_and_matches_its_options() -> None:
-    doc = yaml.safe_load(gpu_facts.DOCUMENTATION)
-    yaml.safe_load(gpu_facts.EXAMPLES)
-    yaml.safe_load(gpu_facts.RETURN)
-    source = MODULE_PATH.read_text(encoding="utf-8")
-    spec_block = source.split("argument_spec={", 1)[1].split("},\n        supports_check_mode", 1)[0]
-    options = set(re.findall(r'"([a-z_]+)": \{"type"', spec_block))
-    assert options == set(doc["options"])
+    doc = yaml.safe_load(gpu_facts_module.DOCUMENTATION)
+    yaml.safe_load(gpu_facts_module.EXAMPLES)
+    yaml.safe_load(gpu_facts_module.RETURN)
+    # The module's argument_spec is the shared nvidia-smi OPTIONS (plugins/module_utils/nvidia_smi.py).
+    assert "argument_spec=OPTIONS" in MODULE_PATH.read_text(encoding="utf-8")
+    assert set(gpu_facts.OPTIONS) == set(doc["options"])
+    for name, spec in gpu_facts.OPTIONS.items():
+        documented = doc["options"][name]
+        assert (documented["type"], documented.get("default")) == (spec["type"], spec["default"]), name
