@@ -414,6 +414,22 @@ def _interruption_lines(stop: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def fast_path_lines(hosts: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Which hosts the re-run fast path read once, and why each other host ran in full (site.yml only)."""
+    seen = {name: h["fast_path"] for name, h in hosts.items() if isinstance(h.get("fast_path"), dict)}
+    if not seen:
+        return []
+    fast = [name for name, path in seen.items() if path.get("taken")]
+    matched = f"{len(fast)} of {len(seen)} hosts matched their last full run"
+    lines = [f"fast path: {matched} (read once, roles skipped)"]
+    full = {name: "; ".join(p.get("reasons") or []) for name, p in seen.items() if not p.get("taken")}
+    if full and len(set(full.values())) == 1:
+        lines.append(f"ran in full: {', '.join(full)} ({next(iter(full.values()))})")
+    else:
+        lines += [f"ran in full: {name} ({why})" for name, why in full.items()]
+    return lines
+
+
 def render_summary(report: Mapping[str, Any]) -> str:
     """The whole after-run text: a header line, the table, ansible's errors and where things are."""
     totals = report.get("totals", {})
@@ -432,6 +448,7 @@ def render_summary(report: Mapping[str, Any]) -> str:
         message = str(host.get("message") or "")
         if message.startswith(HOST_KEY_ADVICE):  # too important for the table's cut-off column
             parts.append(f"{name}: {message}")
+    parts += fast_path_lines(report.get("hosts", {}))
     for batch in report.get("batches") or []:
         parts.append(f"batch {batch['batch']} of {batch['play']}: {', '.join(batch['hosts']) or '-'}")
     missed = [name for name, host in report.get("hosts", {}).items() if host.get("status") == NOT_REACHED]

@@ -14,6 +14,7 @@ from gpulab.report import (
     SCHEMA_VERSION,
     build_report,
     exit_code,
+    fast_path_lines,
     human_age,
     load_report,
     render_summary,
@@ -260,3 +261,18 @@ def test_a_kept_mlp_check_shows_its_age_in_the_table() -> None:
     row = render_table(report).splitlines()[2]
     assert "torch/cuda acc 0.995 (kept, 3h old)" in row
     assert [human_age(s) for s in (5, 61, 7200, 200000)] == ["5s", "1m", "2h", "2d"]
+
+
+def test_the_summary_says_which_hosts_took_the_fast_path_and_why_the_others_ran_in_full() -> None:
+    def host(taken: bool, *reasons: str) -> dict[str, Any]:
+        return {"fast_path": {"taken": taken, "reasons": list(reasons), "recorded_at": None}}
+
+    driver = "nvidia-smi reports another driver or other GPUs"
+    upgraded = {"a": host(True), "b": host(False, driver), "c": host(True)}
+    assert fast_path_lines(upgraded) == [
+        "fast path: 2 of 3 hosts matched their last full run (read once, roles skipped)",
+        "ran in full: b (nvidia-smi reports another driver or other GPUs)",
+    ]
+    cold = {"a": host(False, "no record of a full run yet"), "b": host(False, "no record of a full run yet")}
+    assert fast_path_lines(cold)[1] == "ran in full: a, b (no record of a full run yet)"
+    assert fast_path_lines({"a": {"fast_path": None}}) == []  # not site.yml
