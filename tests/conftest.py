@@ -5,12 +5,14 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
+import importlib
 import os
 import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -37,6 +39,13 @@ def ansible_loader() -> None:
     from gpulab.collection import collections_dir
 
     init_plugin_loader([str(collections_dir(REPO))])
+
+
+def plugin(name: str) -> ModuleType:
+    """A plugin of the collection as Python imports it under Ansible: `plugin("filter.dl_env")` is
+    ansible_collections.gpulab.gpulab.plugins.filter.dl_env (the one way tests load plugins)."""
+    ansible_loader()
+    return importlib.import_module(f"ansible_collections.gpulab.gpulab.plugins.{name}")
 
 
 def require_containers() -> None:

@@ -10,12 +10,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import ansible_loader
+from tests.conftest import plugin
 
-ansible_loader()
-from ansible_collections.gpulab.gpulab.plugins.action import host_state as action  # noqa: E402
-from ansible_collections.gpulab.gpulab.plugins.filter.dl_env import as_unchanged  # noqa: E402
-from ansible_collections.gpulab.gpulab.plugins.modules import host_state  # noqa: E402
+action = plugin("action.host_state")
+as_unchanged = plugin("filter.dl_env").as_unchanged
+host_state = plugin("modules.host_state")
 
 
 def _record(tmp: Path, patterns: list[str], **extra: Any) -> dict[str, Any]:

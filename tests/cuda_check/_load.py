@@ -2,41 +2,29 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 import yaml
 
+from tests.conftest import plugin
+
 REPO = Path(__file__).resolve().parents[2]
 ROLE = REPO / "roles" / "cuda_check"
 MODULE_PATH = REPO / "plugins" / "modules" / "nvidia_gpu_facts.py"
-# The module's reading code, shared with host_state (the module itself only holds its docs and main).
-READER_PATH = REPO / "plugins" / "module_utils" / "nvidia_smi.py"
-FILTER_PATH = REPO / "plugins" / "filter" / "cuda_check.py"
 # The product's own corpus of real nvidia-smi outputs (issue 17: never the lab's fixtures).
 CORPUS = REPO / "tests" / "corpus" / "nvidia-smi"
 
 
-def _load(name: str, path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-gpu_facts = _load("cuda_check_nvidia_smi", READER_PATH)
-gpu_facts_module = _load("cuda_check_nvidia_gpu_facts", MODULE_PATH)
-cuda_filter = _load("cuda_check_filter", FILTER_PATH)
+gpu_facts = plugin("module_utils.nvidia_smi")
+gpu_facts_module = plugin("modules.nvidia_gpu_facts")
+cuda_filter = plugin("filter.cuda_check")
 
 
 def fixtures(kind: str) -> dict[str, Path]:

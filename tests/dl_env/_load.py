@@ -1,9 +1,8 @@
-"""Load the collection's dl_env filter plugin and build module as modules (they are not a package), and make
-build directories as the role leaves them."""
+"""The collection's dl_env filter plugin and build module as Python modules, and build directories as the
+role leaves them."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -14,31 +13,20 @@ from typing import Any
 
 import yaml
 
-from tests.conftest import repo_ansible_env
+from tests.conftest import plugin, repo_ansible_env
 
 REPO = Path(__file__).resolve().parents[2]
 ROLE = REPO / "roles" / "dl_env"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
-def _load(name: str, path: Path) -> ModuleType:
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def dl_env_filters() -> ModuleType:
-    return _load("gpulab_test_dl_env_filters", REPO / "plugins" / "filter" / "dl_env.py")
+    return plugin("filter.dl_env")
 
 
 def dl_env_builds() -> ModuleType:
     """plugins/modules/dl_env_builds.py, importable for its pure functions."""
-    return _load("gpulab_test_dl_env_builds", REPO / "plugins" / "modules" / "dl_env_builds.py")
+    return plugin("modules.dl_env_builds")
 
 
 def make_build(

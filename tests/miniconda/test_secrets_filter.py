@@ -2,24 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-from types import ModuleType
-
 import pytest
 
-PLUGIN = Path(__file__).resolve().parents[2] / "plugins" / "filter" / "miniconda_secrets.py"
+from tests.conftest import plugin
 
-
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("miniconda_secrets", PLUGIN)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-SECRETS = _load()
+SECRETS = plugin("filter.miniconda_secrets")
 
 
 @pytest.mark.parametrize(
