@@ -144,7 +144,7 @@ _EXPECTED_MINUTES = {
     "test_molecule.py::test_scenario[dl_env/default]": 5.0,
     "test_demo.py::": 4.5,
     "test_ssh_lab.py::": 4.0,
-    "test_molecule.py::test_scenario[dl_env/several_envs]": 16.0,
+    "test_molecule.py::test_scenario[dl_env/several_envs]": 8.0,
     "test_molecule.py::test_scenario[miniconda/upgrade]": 3.5,
     "test_molecule.py::test_scenario[miniconda/default]": 3.0,
     "test_molecule.py::test_scenario[cuda_check/default]": 3.0,

@@ -1,9 +1,10 @@
 """The real dl_env role (ansible-playbook on this machine, one local host) building with the lab's stand-in
 conda, installed by its own installer into tmp: a full disk during a build (the envs directory on a small
 tmpfs, so `conda env create` really hits ENOSPC; needs root to mount, skipped saying so elsewhere), a
-live build whose gpulab marker was corrupted, a conda-group user's symlink swap of the public name, and
-the driver changing between cuda_check and dl_env's MLP check (cuda_check and dl_env in one play, the
-lab's fake nvidia-smi switched to another driver in between)."""
+live build whose gpulab marker was corrupted, a conda-group user's symlink swap of the public name, the
+driver changing between cuda_check and dl_env's MLP check (cuda_check and dl_env in one play, the lab's
+fake nvidia-smi switched to another driver in between), and three envs on one host changed, failed,
+broken and removed one at a time with scheduler hooks."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -314,3 +316,119 @@ def test_a_driver_change_during_a_run_is_noticed_and_checked_again_by_the_next_r
     third = run(change=False)
     assert third["stats"]["failures"] == 0 and third["stats"]["changed"] == 0, third["msgs"]
     assert _record(live) == rechecked  # the check on 595.80 holds: reused, not run again
+
+
+def _links(envs: Path, names: list[str]) -> list[str]:
+    return [os.readlink(envs / name) for name in names]
+
+
+@pytest.mark.slow
+def test_several_envs_on_one_host_change_fail_and_go_one_at_a_time(
+    tmp_path: Path, conda_prefix: Path
+) -> None:
+    """Three environments on one host, one role run each step (as `gpulab provision` runs): changing one
+    rebuilds only it; the node is drained before a new build is checked and resumed after; a build whose
+    MLP check fails keeps the live one and leaves the node drained; a spec that cannot be built fails only
+    its env, which keeps its previous build; removal is refused while a process uses the env (naming it) and
+    for a directory gpulab did not create, and goes through once the process is gone, while the next run
+    with a passing spec builds, checks and resumes the node. (Moved here from the Molecule scenario
+    dl_env/several_envs, which keeps what needs a node of its own: docs/testing.md.)"""
+    envs = tmp_path / "envs"
+    log = tmp_path / "scheduler.log"
+    hook = 'echo "{} $1" >> ' + str(log)
+    names = ["steady", "spare", "changing"]
+    drained_resumed = ["drain node1", "resume node1"]
+    common = {
+        **_numpy_check(),
+        "dl_env_keep_previous": 1,
+        "dl_env_drain_command": ["/bin/sh", "-c", hook.format("drain"), "sh", "{{ inventory_hostname }}"],
+        "dl_env_resume_command": ["/bin/sh", "-c", hook.format("resume"), "sh", "{{ inventory_hostname }}"],
+        # `changing` checks on dl_env_check_device; the cpu_only two always on the CPU.
+        "dl_env_envs": [
+            {"name": "steady", "cpu_only": True},
+            {"name": "spare", "cpu_only": True},
+            {"name": "changing"},
+        ],
+    }
+
+    def run(host_envs: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+        host = {**common, "dl_env_host_envs": host_envs, **extra}
+        return _provision(tmp_path, conda_prefix, envs, [], **host)
+
+    def scheduler() -> list[str]:
+        return log.read_text().splitlines()
+
+    first = run([])
+    assert first["stats"]["failures"] == 0, first["failed"]
+    built = _links(envs, names)
+    assert [Path(p).parent for p in built] == [envs / ".gpulab"] * 3 and scheduler() == drained_resumed
+
+    # Change one: only it is rebuilt, drained before its check and resumed after.
+    changed = run([{"name": "changing", "conda_packages": ["nccl"]}])
+    assert changed["stats"]["failures"] == 0, changed["failed"]
+    after_change = _links(envs, names)
+    assert after_change[:2] == built[:2] and after_change[2] != built[2]
+    assert scheduler() == drained_resumed * 2
+
+    # Its next build fails its MLP check (numpy cannot run on cuda): the live build stays, so does the drain.
+    failing = {"name": "changing", "conda_packages": ["nccl", "magma"]}
+    failed_check = run([failing], dl_env_check_device="cuda")
+    assert failed_check["stats"]["failures"] == 1
+    message = failed_check["failed"][-1]
+    assert "The MLP check failed in the new environment" in message, message
+    assert "The node stays drained in its scheduler" in message, message
+    assert _links(envs, names) == after_change
+    assert scheduler() == drained_resumed * 2 + ["drain node1"]
+
+    # A spec that cannot be built fails only its env, which keeps its previous (working) build.
+    broken = run(
+        [
+            {"name": "spare", "pip_packages": ["gpulab-no-such-package-anywhere"]},
+            {"name": "changing", "conda_packages": ["nccl"]},
+        ]
+    )
+    assert broken["stats"]["failures"] == 1
+    message = broken["failed"][-1]
+    assert "Building environment spare" in message and "gpulab-no-such-package-anywhere" in message, message
+    assert "the previous environment is untouched" in message, message
+    assert "steady" not in message and "changing" not in message, message
+    assert _links(envs, names) == after_change
+    check = [tmp_path / "etc-gpulab" / "mlp_check.py", "--json", "--device", "cpu", "--backend", "numpy"]
+    kept = subprocess.run(
+        [envs / "spare" / "bin" / "python", "-I", *check], capture_output=True, text=True, timeout=300
+    )
+    assert json.loads(kept.stdout)["passed"] is True, kept.stdout + kept.stderr
+
+    # Removal: refused while a process uses the env, and for a directory gpulab did not create.
+    spare_build = Path(os.path.realpath(envs / "spare"))
+    spare_absent = {"name": "spare", "state": "absent"}
+    user = subprocess.Popen(
+        [envs / "spare" / "bin" / "python", "-c", "import numpy, time; time.sleep(600)"], cwd=tmp_path
+    )
+    try:
+        maps = Path(f"/proc/{user.pid}/maps")
+        for _ in range(300):  # the build's numpy is mapped once it is imported
+            if str(spare_build) in maps.read_text():
+                break
+            time.sleep(0.1)
+        (envs / "mine" / "conda-meta").mkdir(parents=True)
+        unchanged = {"name": "changing", "conda_packages": ["nccl"]}
+        refused = run([spare_absent, unchanged, {"name": "mine", "state": "absent"}])
+        assert refused["stats"]["failures"] == 1
+        message = refused["failed"][-1]
+        assert f"environment spare is in use by pid {user.pid}" in message, message
+        assert "time.sleep(600)" in message, message
+        assert "mine is a directory gpulab did not create" in message, message
+        assert (envs / "spare" / "bin" / "python").exists() and (envs / "mine").is_dir()
+    finally:
+        user.kill()
+        user.wait()
+
+    # The process gone: the next run removes spare and leaves nothing of it, and builds the failed spec of
+    # `changing` again, now passing (checked on the CPU): drained again, checked, swapped in, resumed.
+    removed = run([spare_absent, failing])
+    assert removed["stats"]["failures"] == 0, removed["failed"]
+    left = [p for d in (envs, envs / ".gpulab", tmp_path / "etc-gpulab") for p in d.glob("spare*")]
+    assert left == [] and os.readlink(envs / "steady") == after_change[0]
+    assert os.readlink(envs / "changing") not in after_change
+    assert scheduler() == drained_resumed * 2 + ["drain node1"] + drained_resumed
