@@ -14,37 +14,16 @@ What each filter takes and returns: `plugins/filter/<filter name>.yml`
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import re
-import sys
 from collections.abc import Mapping
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import yaml
 
-
-def _load_util(stem: str) -> ModuleType:
-    """plugins/plugin_utils/<stem>.py, loaded by path: the same code whether Ansible loads this filter
-    from the collection or a test loads it from its file (neither makes plugins/ an importable package)."""
-    name = f"gpulab_{stem}"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(
-        name, Path(__file__).resolve().parents[1] / "plugin_utils" / f"{stem}.py"
-    )
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {name} from plugins/plugin_utils/{stem}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
-
-
-P = _load_util("dl_env_specs")
-SECRETS = _load_util("secrets")
+# The collection's own shared code, imported as Ansible (and tests/conftest.py's plugin()) load plugins.
+from ansible_collections.gpulab.gpulab.plugins.plugin_utils import dl_env_specs as P
+from ansible_collections.gpulab.gpulab.plugins.plugin_utils import secrets as SECRETS
 
 VALID_KEYS = ("name", "prefix", "channels", "dependencies", "variables")
 

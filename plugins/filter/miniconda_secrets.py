@@ -9,29 +9,11 @@ What each filter takes and returns: ``plugins/filter/<filter name>.yml``
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
+from ansible_collections.gpulab.gpulab.plugins.plugin_utils import secrets as _SECRETS
 
-def _secrets() -> ModuleType:
-    """plugins/plugin_utils/secrets.py by path, as plugins/filter/dl_env.py loads it (one module object)."""
-    name = "gpulab_secrets"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, Path(__file__).resolve().parents[1] / "plugin_utils" / "secrets.py"
-        )
-        if spec is None or spec.loader is None:
-            raise ImportError(f"cannot load {name} from plugins/plugin_utils/secrets.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        sys.modules[name] = module
-    return sys.modules[name]
-
-
-miniconda_redact = _secrets().redact
+miniconda_redact = _SECRETS.redact
 
 
 def miniconda_has_secret(value: Any) -> bool:
