@@ -2,9 +2,11 @@
 # Apache-2.0 (see the repository's license)
 """Filter `cuda_check_select`: choose the CUDA build a node can run.
 
-Pure Python (no Ansible imports) so the unit tests call `select_cuda` directly with the role's own
-data from `roles/cuda_check/vars/main.yml`. The tables (toolkit -> minimum driver, minor-version
-compatibility floors, GPU targets per toolkit) are data in vars/main.yml with their sources.
+Pure Python so the unit tests call `select_cuda` directly with the role's own data from
+`roles/cuda_check/vars/main.yml`. The tables (toolkit -> minimum driver, minor-version compatibility
+floors, GPU targets per toolkit) are data in vars/main.yml with their sources. A host that can run no
+candidate, and bad input, raise `SelectionError`, which the filter turns into `AnsibleFilterError`
+(the collection's one filter error style: plugins/plugin_utils/filter_errors.py).
 """
 
 from __future__ import annotations
@@ -13,26 +15,31 @@ import json
 import re
 from typing import Any
 
+from ansible_collections.gpulab.gpulab.plugins.plugin_utils.filter_errors import (
+    FilterInputError,
+    filter_table,
+)
+
 _RE_CUDA = re.compile(r"^[0-9]+\.[0-9]+$")
 _RE_VERSION = re.compile(r"^[0-9]+(?:\.[0-9]+)+$")
 
 
-class SelectionError(ValueError):
-    """Bad input data (not a selection failure, which is reported in the result)."""
+class SelectionError(FilterInputError):
+    """No CUDA version can be chosen for this host, or the input data is bad; the message says which."""
 
 
 def version_tuple(version: str) -> tuple[int, ...]:
     """'550.54.14' -> (550, 54, 14). Compares per component, never as a string or float."""
     text = str(version).strip()
     if not _RE_VERSION.match(text):
-        raise SelectionError(f"not a version number: {version!r}")
+        raise ValueError(f"not a version number: {version!r}")
     return tuple(int(part) for part in text.split("."))
 
 
 def _cuda_tuple(version: str) -> tuple[int, int]:
     text = str(version).strip()
     if not _RE_CUDA.match(text):
-        raise SelectionError(f"not a CUDA version of the form X.Y: {version!r}")
+        raise ValueError(f"not a CUDA version of the form X.Y: {version!r}")
     major, minor = text.split(".")
     return int(major), int(minor)
 
@@ -137,7 +144,8 @@ def select_cuda(
     use_minor_compat: bool = True,
     fallback_to_cpu: bool = False,
 ) -> dict[str, Any]:
-    """Pick the CUDA version. Returns cuda_version ('' = CPU build), the reasons, and error ('' = ok)."""
+    """Pick the CUDA version: cuda_version ('' = CPU build) and the reasons. Raises SelectionError when
+    none fits (unless `fallback_to_cpu`), naming the variable to change."""
     result: dict[str, Any] = {
         "cuda_version": "",
         "driver_version": "",
@@ -145,7 +153,6 @@ def select_cuda(
         "driver_max_cuda_source": "",
         "considered": [],
         "notes": [],
-        "error": "",
     }
     state = facts.get("nvidia_smi_state")
     if not facts.get("nvidia_gpu_present"):
@@ -159,8 +166,10 @@ def select_cuda(
             f"reboot pending: selecting for driver {driver} (the one active after the reboot)"
         )
     if not driver:
-        result["error"] = "the NVIDIA driver version is unknown, so no CUDA version can be chosen"
-        return result
+        raise SelectionError(
+            "the NVIDIA driver version is unknown, so no CUDA version can be chosen: "
+            "run nvidia-smi on the host to see why it reports none"
+        )
     result["driver_version"] = driver
     reported = facts.get("nvidia_cuda_driver_version") if state != "reboot_required" else None
     max_cuda = reported or driver_max_cuda(driver, toolkit_drivers)
@@ -186,18 +195,13 @@ def select_cuda(
     if pin:
         verdict = check(pin)
         result["considered"].append(verdict)
-        if verdict["ok"]:
-            result["cuda_version"] = pin
-        else:
-            result["error"] = (
-                "cuda_check_cuda_version_pin is {}, but this host cannot run it: "
-                "driver {}, maximum CUDA {}. {}".format(
-                    pin,
-                    driver,
-                    max_cuda or "unknown",
-                    "; ".join(verdict["failures"]),
-                )
+        if not verdict["ok"]:
+            raise SelectionError(
+                "cuda_check_cuda_version_pin is {}, but this host cannot run it: driver {}, maximum CUDA {}. "
+                "{}. Upgrade the driver or set cuda_check_cuda_version_pin to a version it runs "
+                '("" chooses).'.format(pin, driver, max_cuda or "unknown", "; ".join(verdict["failures"]))
             )
+        result["cuda_version"] = pin
         return result
 
     for candidate in sorted(candidates, key=_cuda_tuple, reverse=True):
@@ -210,14 +214,13 @@ def select_cuda(
     if fallback_to_cpu:
         result["notes"].append(f"no CUDA candidate works ({why}); cuda_check_fallback_to_cpu: CPU build")
         return result
-    result["error"] = (
+    raise SelectionError(
         "none of the CUDA candidates {} can run on this host (driver {}, maximum CUDA {}): {}. "
         "Upgrade the driver, add a CUDA version to cuda_check_cuda_candidates, or set "
         "cuda_check_fallback_to_cpu: true for a CPU environment.".format(
             ", ".join(candidates) or "(none)", driver, max_cuda or "unknown", why
         )
     )
-    return result
 
 
 # Keys of the local fact that describe the host; a change in any of them is a change of the fact file.
@@ -285,17 +288,21 @@ def driver_change(previous: dict[str, Any], driver: str) -> dict[str, Any]:
 def cuda_check_select(facts: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
     try:
         return select_cuda(facts, **kwargs)
-    except (ValueError, KeyError, TypeError) as exc:  # SelectionError, and int() over a table's cell
-        return {"cuda_version": "", "error": f"cuda_check: bad input for the CUDA selection: {exc}"}
+    except SelectionError:
+        raise
+    except (ValueError, KeyError, TypeError) as exc:  # int() over a table's cell, a row without its keys
+        raise SelectionError(f"cuda_check: bad input for the CUDA selection: {exc}") from None
 
 
 class FilterModule:
     """Ansible filter plugin entry point."""
 
     def filters(self) -> dict[str, Any]:
-        return {
-            "cuda_check_select": cuda_check_select,
-            "cuda_check_parse_fact": parse_fact,
-            "cuda_check_record": build_record,
-            "cuda_check_driver_change": driver_change,
-        }
+        return filter_table(
+            {
+                "cuda_check_select": cuda_check_select,
+                "cuda_check_parse_fact": parse_fact,
+                "cuda_check_record": build_record,
+                "cuda_check_driver_change": driver_change,
+            }
+        )

@@ -4,8 +4,9 @@
 
 Pure Python (PyYAML and `packaging`, which Ansible itself needs) so the unit tests import the functions
 directly. Which package an entry names comes from the parsers in `plugins/plugin_utils/dl_env_specs.py`
-(conda MatchSpec, pip requirement lines). The `FilterModule` at the end only wraps the functions and
-turns `SpecError` into `AnsibleFilterError`.
+(conda MatchSpec, pip requirement lines). A spec the role cannot use raises `SpecError`, which the
+`FilterModule` at the end turns into `AnsibleFilterError` (the collection's one filter error style:
+plugins/plugin_utils/filter_errors.py).
 
 What each filter takes and returns: `plugins/filter/<filter name>.yml`
 (`ansible-doc -t filter gpulab.gpulab.<filter name>`).
@@ -24,6 +25,10 @@ import yaml
 # The collection's own shared code, imported as Ansible (and tests/conftest.py's plugin()) load plugins.
 from ansible_collections.gpulab.gpulab.plugins.plugin_utils import dl_env_specs as P
 from ansible_collections.gpulab.gpulab.plugins.plugin_utils import secrets as SECRETS
+from ansible_collections.gpulab.gpulab.plugins.plugin_utils.filter_errors import (
+    FilterInputError,
+    filter_table,
+)
 
 VALID_KEYS = ("name", "prefix", "channels", "dependencies", "variables")
 
@@ -44,7 +49,7 @@ _PIP_CUDA_LOCAL = re.compile(r"\+(?:cu\d+|cpu)\b")
 _CUDA_XY = re.compile(r"^\d+\.\d+$")
 
 
-class SpecError(ValueError):
+class SpecError(FilterInputError):
     """The input is not a usable conda environment spec (the message names the file)."""
 
 
@@ -545,18 +550,6 @@ def as_unchanged(sent: Mapping[str, Any]) -> dict[str, Any]:
 
 
 # -- Ansible glue ----------------------------------------------------------------------------------
-def _wrap(func: Any) -> Any:
-    def inner(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except SpecError as exc:
-            from ansible.errors import AnsibleFilterError
-
-            raise AnsibleFilterError(str(exc)) from None
-
-    return inner
-
-
 def rewrite_result(
     text: str, source: str, cuda_version: str, conda: list[str] | None = None, pip: list[str] | None = None
 ) -> dict[str, Any]:
@@ -593,17 +586,19 @@ class FilterModule:
     """dl_env filters (see the module docstring)."""
 
     def filters(self) -> dict[str, Any]:
-        return {
-            "dl_env_spec_check": _wrap(_filter_check),
-            "dl_env_spec_rewrite": _wrap(_filter_rewrite),
-            "dl_env_spec_rewrite_result": _wrap(rewrite_result),
-            "dl_env_merge_specs": _wrap(merge_specs),
-            "dl_env_spec_digest": _wrap(spec_digest),
-            "dl_env_failure_text": _filter_failure_text,
-            "dl_env_merge_envs": _wrap(merge_envs),
-            "dl_env_redact": SECRETS.redact,
-            "dl_env_parse_check": parse_check,
-            "dl_env_recheck_reason": recheck_reason,
-            "dl_env_build_reason": build_reason,
-            "dl_env_as_unchanged": as_unchanged,
-        }
+        return filter_table(
+            {
+                "dl_env_spec_check": _filter_check,
+                "dl_env_spec_rewrite": _filter_rewrite,
+                "dl_env_spec_rewrite_result": rewrite_result,
+                "dl_env_merge_specs": merge_specs,
+                "dl_env_spec_digest": spec_digest,
+                "dl_env_failure_text": _filter_failure_text,
+                "dl_env_merge_envs": merge_envs,
+                "dl_env_redact": SECRETS.redact,
+                "dl_env_parse_check": parse_check,
+                "dl_env_recheck_reason": recheck_reason,
+                "dl_env_build_reason": build_reason,
+                "dl_env_as_unchanged": as_unchanged,
+            }
+        )

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ansible_collections.gpulab.gpulab.plugins.plugin_utils.filter_errors import filter_table
+
 
 def host_lock_describe(holder: Any) -> str:
     """'run R by user@controller (pid P, play "X", started S)' from a holder.json dict."""
@@ -20,4 +22,4 @@ def host_lock_describe(holder: Any) -> str:
 
 class FilterModule:
     def filters(self) -> dict[str, Any]:
-        return {"host_lock_describe": host_lock_describe}
+        return filter_table({"host_lock_describe": host_lock_describe})

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from ansible_collections.gpulab.gpulab.plugins.plugin_utils import secrets as _SECRETS
+from ansible_collections.gpulab.gpulab.plugins.plugin_utils.filter_errors import filter_table
 
 miniconda_redact = _SECRETS.redact
 
@@ -40,8 +41,10 @@ def miniconda_split_secrets(condarc: dict[str, Any]) -> dict[str, dict[str, Any]
 
 class FilterModule:
     def filters(self) -> dict[str, Any]:
-        return {
-            "miniconda_redact": miniconda_redact,
-            "miniconda_has_secret": miniconda_has_secret,
-            "miniconda_split_secrets": miniconda_split_secrets,
-        }
+        return filter_table(
+            {
+                "miniconda_redact": miniconda_redact,
+                "miniconda_has_secret": miniconda_has_secret,
+                "miniconda_split_secrets": miniconda_split_secrets,
+            }
+        )

@@ -23,6 +23,13 @@ STATS_KEYS = ("gpulab", "gpulab_hosts")
 PHASES = ("setup", "cuda_check", "miniconda", "dl_env", "verify")
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+# Ansible's (2.19) frame around a plugin's own error in a templated argument: "Task failed: Finalization of
+# task args for 'set_fact' failed: Error while resolving value for 'x': The filter plugin 'f' failed: <msg>".
+# The collection's filters say what is wrong and what to do (plugins/plugin_utils/filter_errors.py), so the
+# summary shows their words, which the frame would push past _MAX_MESSAGE.
+_PLUGIN_FAILED = re.compile(
+    r"^Task failed: (?:.*?: )?The (?:filter|test|lookup) plugin '[^']+' failed: ", re.S
+)
 _MAX_MESSAGE = 400
 _MAX_EARLY_LINES = 20
 
@@ -132,7 +139,7 @@ def failure_message(res: dict[str, Any]) -> str:
                 break
     if not text and res.get("rc") not in (None, 0):
         text = f"rc={res['rc']}"
-    return _shorten(text)
+    return _shorten(_PLUGIN_FAILED.sub("", text, count=1))
 
 
 def _published_facts(res: dict[str, Any]) -> dict[str, Any]:

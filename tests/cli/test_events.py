@@ -114,6 +114,24 @@ def test_failure_message_prefers_msg_then_stderr_and_failed_items() -> None:
     assert failure_message({"msg": "boom", "stderr": "x"}) == "boom"
     assert failure_message({"msg": "", "stderr": "E: no such package\n", "rc": 100}) == "E: no such package"
     assert failure_message({"rc": 3}) == "rc=3"
+
+
+def test_failure_message_of_a_filter_error_is_the_filters_own_words() -> None:
+    # What ansible-core 2.19 puts in msg when a filter raises in a set_fact (captured from a run).
+    said = "none of the CUDA candidates 11.7 can run on this host (driver 590.48.01, maximum CUDA 13.1)"
+    msg = (
+        "Task failed: Finalization of task args for 'ansible.builtin.set_fact' failed: Error while resolving "
+        "value for '__cuda_check_selection': The filter plugin 'gpulab.gpulab.cuda_check_select' failed: "
+        + said
+    )
+    assert failure_message({"msg": msg}) == said
+    # In a task's own argument (assert's `that`) the frame is shorter.
+    short = (
+        "Task failed: The filter plugin 'gpulab.gpulab.dl_env_spec_check' failed: /ctl/b.yml is not a spec"
+    )
+    assert failure_message({"msg": short}) == "/ctl/b.yml is not a spec"
+    # Any other failure keeps its text.
+    assert failure_message({"msg": "Task failed: Module failed: boom"}) == "Task failed: Module failed: boom"
     loop = {
         "msg": "One or more items failed",
         "results": [{"item": "a"}, {"item": "b", "failed": True, "msg": "no"}],

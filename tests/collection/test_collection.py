@@ -159,14 +159,17 @@ def test_ansible_doc_renders_modules_lookup_filters_and_roles(installed: tuple[P
 
 
 def _filter_names() -> set[str]:
-    """The filters plugins/filter/*.py define: the keys of the dict each FilterModule.filters() returns."""
+    """The filters plugins/filter/*.py define: the keys of the dict each FilterModule.filters() returns
+    (through filter_table)."""
     names: set[str] = set()
     for path in (REPO / "plugins" / "filter").glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.FunctionDef) and node.name == "filters":
                 for ret in ast.walk(node):
-                    if isinstance(ret, ast.Return) and isinstance(ret.value, ast.Dict):
-                        names |= {str(k.value) for k in ret.value.keys if isinstance(k, ast.Constant)}
+                    if isinstance(ret, ast.Return) and ret.value is not None:
+                        for table in ast.walk(ret.value):
+                            if isinstance(table, ast.Dict):
+                                names |= {str(k.value) for k in table.keys if isinstance(k, ast.Constant)}
     return names
 
 

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+from ansible.errors import AnsibleFilterError
 
 from ._load import cuda_filter, role_defaults, role_vars
 
@@ -37,6 +38,15 @@ def select(
         f, candidates=DEFAULT_CANDIDATES if candidates is None else candidates, pin=pin, **TABLES, **kw
     )
     return result
+
+
+def refusal(f: dict[str, Any], candidates: list[str] | None = None, pin: str = "", **kw: Any) -> str:
+    """The message of the AnsibleFilterError the `cuda_check_select` filter raises (the one error style)."""
+    select_filter = cuda_filter.FilterModule().filters()["cuda_check_select"]
+    options = {"candidates": DEFAULT_CANDIDATES if candidates is None else candidates, "pin": pin}
+    with pytest.raises(AnsibleFilterError) as err:
+        select_filter(f, **options, **(TABLES | kw))
+    return str(err.value)
 
 
 def test_default_candidates_are_the_conda_forge_pytorch_cuda_lines() -> None:
@@ -135,34 +145,36 @@ CASES: list[tuple[str, dict[str, Any], list[str] | None, str | None, str]] = [
 def test_selection(
     label: str, f: dict[str, Any], candidates: list[str] | None, expected: str | None, error: str
 ) -> None:
-    result = select(f, candidates)
     if expected is None:
-        assert result["cuda_version"] == ""
-        assert error in result["error"]
-        assert f["nvidia_driver_version"] in result["error"]
+        message = refusal(f, candidates)
+        assert error in message
+        assert f["nvidia_driver_version"] in message
+        assert "cuda_check_cuda_candidates" in message  # the variable to change
     else:
-        assert result["error"] == "", result["error"]
-        assert result["cuda_version"] == expected
+        assert select(f, candidates)["cuda_version"] == expected
 
 
 def test_strict_mode_needs_the_toolkit_driver() -> None:
     # 550.127.05 < 575.51.03 (CUDA 12.9 toolkit driver): without minor version compatibility 12.9 is out.
     result = select(facts("550.127.05", "12.4", "8.9"), ["13.0", "12.9", "12.4"], use_minor_compat=False)
     assert result["cuda_version"] == "12.4"
-    result = select(facts("550.127.05", "12.4", "8.9"), use_minor_compat=False)
-    assert result["cuda_version"] == ""
-    assert "575.51.03" in result["error"]
+    assert "575.51.03" in refusal(facts("550.127.05", "12.4", "8.9"), use_minor_compat=False)
 
 
 def test_no_gpu_is_a_cpu_build() -> None:
     result = select(facts(None, None))
-    assert result == {**result, "cuda_version": "", "error": ""}
+    assert result["cuda_version"] == ""
+    assert "error" not in result
+
+
+def test_a_gpu_without_a_driver_version_is_refused() -> None:
+    f = facts("550.127.05", "12.4", "8.9") | {"nvidia_driver_version": None}
+    assert "the NVIDIA driver version is unknown" in refusal(f)
 
 
 def test_fallback_to_cpu() -> None:
     result = select(facts("510.47.03", "11.6", "8.0"), fallback_to_cpu=True)
     assert result["cuda_version"] == ""
-    assert result["error"] == ""
     assert any("CPU build" in n for n in result["notes"])
 
 
@@ -172,15 +184,19 @@ def test_pin_the_driver_can_run() -> None:
 
 
 def test_pin_the_driver_cannot_run_names_driver_max_and_pin() -> None:
-    result = select(facts("550.127.05", "12.4", "8.9"), pin="13.0")
-    assert result["cuda_version"] == ""
-    for text in ("550.127.05", "maximum CUDA 12.4", "pin is 13.0", "580.65.06"):
-        assert text in result["error"]
+    message = refusal(facts("550.127.05", "12.4", "8.9"), pin="13.0")
+    for text in (
+        "550.127.05",
+        "maximum CUDA 12.4",
+        "pin is 13.0",
+        "580.65.06",
+        "set cuda_check_cuda_version_pin",
+    ):
+        assert text in message
 
 
 def test_pin_the_gpu_cannot_run() -> None:
-    result = select(facts("590.48.01", "13.1", "7.0"), pin="13.0")
-    assert "compute capability 7.0" in result["error"]
+    assert "compute capability 7.0" in refusal(facts("590.48.01", "13.1", "7.0"), pin="13.0")
 
 
 def test_reboot_pending_selects_for_the_new_library() -> None:
@@ -211,25 +227,22 @@ def test_driver_max_cuda_from_the_table(driver: str, cuda: str | None) -> None:
 
 def test_versions_compare_per_component() -> None:
     assert cuda_filter.version_tuple("550.127.05") > cuda_filter.version_tuple("550.54.14")
-    with pytest.raises(cuda_filter.SelectionError):
+    with pytest.raises(ValueError, match="not a version number"):
         cuda_filter.version_tuple("550.x")
 
 
 def test_bad_input_is_an_error_not_a_traceback() -> None:
-    result = cuda_filter.cuda_check_select(
-        facts("590.48.01", "13.1", "9.0"), candidates=["13"], pin="", **TABLES
-    )
-    assert "bad input" in result["error"]
+    assert "bad input" in refusal(facts("590.48.01", "13.1", "9.0"), candidates=["13"])
 
 
 def test_a_non_number_in_a_table_is_an_error_not_a_traceback() -> None:
     """A user's overridden table (cuda_check_minor_compat) with a typo reaches `int()`, not the regexes."""
-    tables = TABLES | {"minor_compat": [{"major": "twelve", "driver": "525.60.13"}]}
-    result = cuda_filter.cuda_check_select(
-        facts("520.61.05", "11.8", "9.0"), candidates=["12.4"], pin="", **tables
+    message = refusal(
+        facts("520.61.05", "11.8", "9.0"),
+        ["12.4"],
+        minor_compat=[{"major": "twelve", "driver": "525.60.13"}],
     )
-    assert result["cuda_version"] == ""
-    assert "bad input" in result["error"] and "twelve" in result["error"]
+    assert "bad input" in message and "twelve" in message
 
 
 def test_tables_are_sane() -> None:

@@ -166,10 +166,13 @@ def test_the_role_on_a_hung_nvidia_smi_fails_the_host_changes_nothing_and_the_ne
     _hanging_nvidia_smi(smi, pids)
     hosts = {"gpu-node-1": _host(root, smi)}
     no_timeout = {**_host(tmp_path / "no-timeout", smi), "cuda_check_nvidia_smi_timeout": 0}
+    # A healthy H100 whose only candidate has no Hopper code: the selection filter fails the task.
+    too_old_root = tmp_path / "too-old"
+    too_old = {**_host(too_old_root, _stage(too_old_root)), "cuda_check_cuda_candidates": ["11.7"]}
     fact = root / "facts.d" / "cuda_check.fact"
 
     start = time.monotonic()
-    hung = _run_role(tmp_path, {**hosts, "no-timeout": no_timeout}, root)
+    hung = _run_role(tmp_path, {**hosts, "no-timeout": no_timeout, "too-old": too_old}, root)
     assert time.monotonic() - start < 2 + MARGIN + 60
     task, msg = hung["failed"]["gpu-node-1"]
     assert task == "cuda_check : probe | Fail when nvidia-smi gave no facts"
@@ -183,6 +186,15 @@ def test_the_role_on_a_hung_nvidia_smi_fails_the_host_changes_nothing_and_the_ne
     assert "cuda_check_nvidia_smi_timeout a number of seconds > 0 (got 0)" in msg
     assert not fact.exists()
     _assert_all_gone(pids)
+    # The filter's own words (the collection's one filter error style) name what to change.
+    task, msg = hung["failed"]["too-old"]
+    assert task == "cuda_check : select | Choose the newest CUDA version the driver and every GPU can run"
+    assert (
+        "The filter plugin 'gpulab.gpulab.cuda_check_select' failed: none of the CUDA candidates 11.7" in msg
+    )
+    assert "compute capability 9.0" in msg and "add a CUDA version to cuda_check_cuda_candidates" in msg
+    assert hung["stats"]["too-old"]["changed"] == 0
+    assert not (too_old_root / "facts.d" / "cuda_check.fact").exists()
 
     # The GPU answers again (same path): the next run records it, and the one after changes nothing.
     smi.write_bytes(fake)
