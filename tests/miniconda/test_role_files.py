@@ -1,8 +1,8 @@
-"""Contract of the miniconda role: defaults == argument_specs == README table; names, tags, checksums."""
+"""The miniconda role's files beyond the shared contract (tests/test_role_contract.py): no lock of its own,
+its choices, checksum data, task names, tags, commands and templates."""
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -30,34 +30,6 @@ def specs() -> dict[str, Any]:
     return data
 
 
-def _readme_table() -> dict[str, dict[str, str]]:
-    text = (ROLE / "README.md").read_text()
-    section = text.split("## Role Variables", 1)[1].split("\n## ", 1)[0]
-    rows: dict[str, dict[str, str]] = {}
-    for line in section.splitlines():
-        if not line.startswith("| `"):
-            continue
-        cells = [c.strip() for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
-        name, typ, default, required, description = cells
-        rows[name.strip("`")] = {
-            "type": typ,
-            "default": default.strip("`"),
-            "required": required,
-            "description": description.replace("\\|", "|"),
-        }
-    return rows
-
-
-def test_every_default_is_in_the_main_spec_with_the_same_default(
-    defaults: dict[str, Any], specs: dict[str, Any]
-) -> None:
-    options = specs["main"]["options"]
-    assert set(options) == set(defaults)
-    for name, value in defaults.items():
-        assert options[name]["default"] == value, name
-        assert name.startswith("miniconda_"), name
-
-
 def test_the_role_holds_no_lock_of_its_own(defaults: dict[str, Any], specs: dict[str, Any]) -> None:
     # The host lock is the host_lock role's, held by the playbooks around every role.
     assert not [name for name in defaults if "lock" in name]
@@ -65,35 +37,9 @@ def test_the_role_holds_no_lock_of_its_own(defaults: dict[str, Any], specs: dict
     assert not (ROLE / "tasks" / "lock.yml").exists() and not (ROLE / "tasks" / "unlock.yml").exists()
 
 
-def test_cleanup_entry_point_resolves_the_same_inputs(specs: dict[str, Any]) -> None:
-    # It runs the preflight, so dl_env's cleanup finds the resolved prefix (also in user mode).
-    assert specs["cleanup"]["options"] == specs["main"]["options"]
-
-
-def test_spec_types_and_choices_are_complete(specs: dict[str, Any]) -> None:
-    for name, spec in specs["main"]["options"].items():
-        assert spec["type"] in {"str", "bool", "int", "list", "dict", "path", "raw"}, name
-        assert spec.get("description"), name
-        if spec["type"] == "list":
-            assert "elements" in spec, name
-        if "choices" in spec:
-            assert spec["default"] in spec["choices"], name
+def test_flavor_and_install_mode_choices(specs: dict[str, Any]) -> None:
     assert specs["main"]["options"]["miniconda_flavor"]["choices"] == ["miniconda", "miniforge"]
     assert specs["main"]["options"]["miniconda_install_mode"]["choices"] == ["system", "user"]
-
-
-def test_readme_table_matches_the_spec(defaults: dict[str, Any], specs: dict[str, Any]) -> None:
-    table = _readme_table()
-    assert list(table) == list(defaults), "README rows must follow defaults/main.yml order"
-    for name, row in table.items():
-        spec = specs["main"]["options"][name]
-        typ = spec["type"] + (f"[{spec['elements']}]" if "elements" in spec else "")
-        if "choices" in spec:
-            typ += " (" + " \\| ".join(spec["choices"]) + ")"
-        assert row["type"] == typ, name
-        assert json.loads(row["default"]) == spec["default"], name
-        assert row["required"] == ("yes" if spec.get("required") else "no"), name
-        assert row["description"] == spec["description"], name
 
 
 def test_checksums_are_real_sha256_values_for_the_pinned_release(defaults: dict[str, Any]) -> None:
