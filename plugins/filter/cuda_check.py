@@ -2,7 +2,8 @@
 # Apache-2.0 (see the repository's license)
 """Filter `cuda_check_select`: choose the CUDA build a node can run.
 
-Pure Python (no Ansible imports) so the unit tests call `select_cuda` directly with the role's own
+Pure Python (no Ansible imports; the "X.Y" form comes from the collection's
+`plugins/module_utils/nvidia_smi.py`) so the unit tests call `select_cuda` directly with the role's own
 data from `roles/cuda_check/vars/main.yml`. The tables (toolkit -> minimum driver, minor-version
 compatibility floors, GPU targets per toolkit) are data in vars/main.yml with their sources.
 """
@@ -13,7 +14,8 @@ import json
 import re
 from typing import Any
 
-_RE_CUDA = re.compile(r"^[0-9]+\.[0-9]+$")
+from ansible_collections.gpulab.gpulab.plugins.module_utils.nvidia_smi import is_xy_version
+
 _RE_VERSION = re.compile(r"^[0-9]+(?:\.[0-9]+)+$")
 
 
@@ -31,7 +33,7 @@ def version_tuple(version: str) -> tuple[int, ...]:
 
 def _cuda_tuple(version: str) -> tuple[int, int]:
     text = str(version).strip()
-    if not _RE_CUDA.match(text):
+    if not is_xy_version(text):
         raise SelectionError(f"not a CUDA version of the form X.Y: {version!r}")
     major, minor = text.split(".")
     return int(major), int(minor)

@@ -57,6 +57,16 @@ GPU_LOST_CAUSES = (
     "Reboot the node; if it recurs, take the GPU out of service."
 )
 
+# An "X.Y" version: a CUDA version ("12.4") or a GPU's compute capability ("8.9"). The one home of this
+# form: the filters import it and roles check it with the test gpulab.gpulab.cuda_version (plugins/test/).
+XY_VERSION = re.compile(r"^[0-9]+\.[0-9]+$")
+
+
+def is_xy_version(value: str) -> bool:
+    """True for an "X.Y" version such as CUDA "12.4" or compute capability "8.9" (XY_VERSION)."""
+    return XY_VERSION.match(value) is not None
+
+
 _RE_MISMATCH = re.compile(r"Driver/library version mismatch", re.IGNORECASE)
 _RE_NVML_VERSION = re.compile(r"NVML library version:\s*([0-9]+(?:\.[0-9]+)+)")
 # nvidia-smi prints an ASCII apostrophe; pasted copies carry U+2018/U+2019.
@@ -70,8 +80,6 @@ _RE_GPU_HEADER = re.compile(r"^GPU (?P<bus>[0-9A-Fa-f]{4,8}:[0-9A-Fa-f]{2}:[0-9A
 _RE_BANNER = re.compile(r"^=+\s*NVSMI LOG\s*=+$")
 _RE_WARNING = re.compile(r"^WARNING\b", re.IGNORECASE)
 _RE_VERSION = re.compile(r"^[0-9]+(?:\.[0-9]+)+$")
-_RE_CUDA = re.compile(r"^[0-9]+\.[0-9]+$")
-_RE_CC = re.compile(r"^[0-9]+\.[0-9]+$")
 _RE_MEMORY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)\s*([KMGT]i?B)?$", re.IGNORECASE)
 _RE_KMOD = re.compile(r"Kernel Module(?: for \S+)?\s+([0-9]+(?:\.[0-9]+)+)")
 # From R610, -q prints e.g. "610.57.04 [Deprecated; will be removed in CUDA 14.0. Use KMD Version instead]".
@@ -238,7 +246,7 @@ def parse_query_gpu_csv(text: str, fields: list[str] | tuple[str, ...]) -> dict[
         gpu["memory_total_mib"] = parse_memory_mib(values.get("memory.total"), warnings, "memory.total")
         gpu["mig_mode"] = _mig_mode(values.get("mig.mode.current"))
         cc = _clean(values.get("compute_cap"))
-        if cc is not None and not _RE_CC.match(cc):
+        if cc is not None and not is_xy_version(cc):
             warnings.append(f"ignored compute_cap {cc!r} of GPU {gpu['index']}: not M.m")
             cc = None
         if cc is not None:
@@ -284,7 +292,7 @@ def parse_query_xml(text: str) -> dict[str, Any]:
         _xml_text(root, "driver_version"), _RE_VERSION, "driver_version", warnings
     )
     result["cuda_driver_version"] = _version(
-        _xml_text(root, "cuda_version"), _RE_CUDA, "cuda_version", warnings
+        _xml_text(root, "cuda_version"), XY_VERSION, "cuda_version", warnings
     )
     attached = _clean(_xml_text(root, "attached_gpus"))
     result["attached_gpus"] = int(attached) if attached and attached.isdigit() else None
@@ -365,7 +373,7 @@ def parse_query_q(text: str) -> dict[str, Any]:
     if driver_key:
         result["driver_version"] = _version(top[driver_key], _RE_VERSION, driver_key.title(), warnings)
     if cuda_key:
-        result["cuda_driver_version"] = _version(top[cuda_key], _RE_CUDA, cuda_key.title(), warnings)
+        result["cuda_driver_version"] = _version(top[cuda_key], XY_VERSION, cuda_key.title(), warnings)
     attached = _clean(top.get("attached gpus"))
     result["attached_gpus"] = int(attached) if attached and attached.isdigit() else None
     return result
