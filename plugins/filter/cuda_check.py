@@ -4,24 +4,22 @@
 
 Pure Python so the unit tests call `select_cuda` directly with the role's own data from
 `roles/cuda_check/vars/main.yml`. The tables (toolkit -> minimum driver, minor-version compatibility
-floors, GPU targets per toolkit) are data in vars/main.yml with their sources. A host that can run no
-candidate, and bad input, raise `SelectionError`, which the filter turns into `AnsibleFilterError`
-(the collection's one filter error style: plugins/plugin_utils/filter_errors.py).
+floors, GPU targets per toolkit) are data in vars/main.yml with their sources; what a version looks like
+comes from `plugins/module_utils/nvidia_smi.py`. A host that can run no candidate, and bad input, raise
+`SelectionError`, which the filter turns into `AnsibleFilterError` (the collection's one filter error
+style: plugins/plugin_utils/filter_errors.py).
 """
 
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
+from ansible_collections.gpulab.gpulab.plugins.module_utils.nvidia_smi import DOTTED_VERSION, is_xy_version
 from ansible_collections.gpulab.gpulab.plugins.plugin_utils.filter_errors import (
     FilterInputError,
     filter_table,
 )
-
-_RE_CUDA = re.compile(r"^[0-9]+\.[0-9]+$")
-_RE_VERSION = re.compile(r"^[0-9]+(?:\.[0-9]+)+$")
 
 
 class SelectionError(FilterInputError):
@@ -31,14 +29,14 @@ class SelectionError(FilterInputError):
 def version_tuple(version: str) -> tuple[int, ...]:
     """'550.54.14' -> (550, 54, 14). Compares per component, never as a string or float."""
     text = str(version).strip()
-    if not _RE_VERSION.match(text):
+    if not DOTTED_VERSION.match(text):
         raise ValueError(f"not a version number: {version!r}")
     return tuple(int(part) for part in text.split("."))
 
 
 def _cuda_tuple(version: str) -> tuple[int, int]:
     text = str(version).strip()
-    if not _RE_CUDA.match(text):
+    if not is_xy_version(text):
         raise ValueError(f"not a CUDA version of the form X.Y: {version!r}")
     major, minor = text.split(".")
     return int(major), int(minor)

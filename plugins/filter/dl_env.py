@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 # The collection's own shared code, imported as Ansible (and tests/conftest.py's plugin()) load plugins.
+from ansible_collections.gpulab.gpulab.plugins.module_utils.nvidia_smi import is_xy_version
 from ansible_collections.gpulab.gpulab.plugins.plugin_utils import dl_env_specs as P
 from ansible_collections.gpulab.gpulab.plugins.plugin_utils import secrets as SECRETS
 from ansible_collections.gpulab.gpulab.plugins.plugin_utils.filter_errors import (
@@ -46,7 +47,6 @@ CPU_CUDA_BUILDS = ("pytorch", "libtorch", "torchvision", "torchaudio", "pytorch-
 _CUDA_IN_BUILD = re.compile(r"cuda(?P<ver>\d+(?:\.\d+)?)")
 _PIP_CUDA_INDEX = re.compile(r"(?P<base>https?://download\.pytorch\.org/whl)/(?:cu\d+|cpu)(?=/|$)")
 _PIP_CUDA_LOCAL = re.compile(r"\+(?:cu\d+|cpu)\b")
-_CUDA_XY = re.compile(r"^\d+\.\d+$")
 
 
 class SpecError(FilterInputError):
@@ -121,7 +121,7 @@ def change(name: str, old: str, new: str) -> dict[str, str]:
 # -- rewriting -------------------------------------------------------------------------------------
 def _cuda_xy(cuda_version: str) -> str:
     text = str(cuda_version or "").strip()
-    if text and not _CUDA_XY.match(text):
+    if text and not is_xy_version(text):
         raise SpecError(
             f"the host's CUDA version must look like X.Y or be empty (CPU build), got {cuda_version!r}"
         )

@@ -57,6 +57,18 @@ GPU_LOST_CAUSES = (
     "Reboot the node; if it recurs, take the GPU out of service."
 )
 
+# An "X.Y" version: a CUDA version ("12.4") or a GPU's compute capability ("8.9"). The one home of this
+# form: the filters import it and roles check it with the test gpulab.gpulab.cuda_version (plugins/test/).
+XY_VERSION = re.compile(r"^[0-9]+\.[0-9]+$")
+# A driver version ("550.54.14", "595.80"): dotted numbers, compared per component (cuda_check's filter).
+DOTTED_VERSION = re.compile(r"^[0-9]+(?:\.[0-9]+)+$")
+
+
+def is_xy_version(value: str) -> bool:
+    """True for an "X.Y" version such as CUDA "12.4" or compute capability "8.9" (XY_VERSION)."""
+    return XY_VERSION.match(value) is not None
+
+
 _RE_MISMATCH = re.compile(r"Driver/library version mismatch", re.IGNORECASE)
 _RE_NVML_VERSION = re.compile(r"NVML library version:\s*([0-9]+(?:\.[0-9]+)+)")
 # nvidia-smi prints an ASCII apostrophe; pasted copies carry U+2018/U+2019.
@@ -69,9 +81,6 @@ _RE_INVALID_FIELD = re.compile(r'Field "([^"]+)" is not a valid field to query')
 _RE_GPU_HEADER = re.compile(r"^GPU (?P<bus>[0-9A-Fa-f]{4,8}:[0-9A-Fa-f]{2}:[0-9A-Fa-f]{2}\.[0-9A-Fa-f])$")
 _RE_BANNER = re.compile(r"^=+\s*NVSMI LOG\s*=+$")
 _RE_WARNING = re.compile(r"^WARNING\b", re.IGNORECASE)
-_RE_VERSION = re.compile(r"^[0-9]+(?:\.[0-9]+)+$")
-_RE_CUDA = re.compile(r"^[0-9]+\.[0-9]+$")
-_RE_CC = re.compile(r"^[0-9]+\.[0-9]+$")
 _RE_MEMORY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)\s*([KMGT]i?B)?$", re.IGNORECASE)
 _RE_KMOD = re.compile(r"Kernel Module(?: for \S+)?\s+([0-9]+(?:\.[0-9]+)+)")
 # From R610, -q prints e.g. "610.57.04 [Deprecated; will be removed in CUDA 14.0. Use KMD Version instead]".
@@ -238,13 +247,13 @@ def parse_query_gpu_csv(text: str, fields: list[str] | tuple[str, ...]) -> dict[
         gpu["memory_total_mib"] = parse_memory_mib(values.get("memory.total"), warnings, "memory.total")
         gpu["mig_mode"] = _mig_mode(values.get("mig.mode.current"))
         cc = _clean(values.get("compute_cap"))
-        if cc is not None and not _RE_CC.match(cc):
+        if cc is not None and not is_xy_version(cc):
             warnings.append(f"ignored compute_cap {cc!r} of GPU {gpu['index']}: not M.m")
             cc = None
         if cc is not None:
             gpu["compute_capability"] = cc
             gpu["compute_capability_source"] = "nvidia-smi"
-        driver = _version(values.get("driver_version"), _RE_VERSION, "driver_version", warnings)
+        driver = _version(values.get("driver_version"), DOTTED_VERSION, "driver_version", warnings)
         if driver:
             drivers.add(driver)
         result["gpus"].append(gpu)
@@ -281,10 +290,10 @@ def parse_query_xml(text: str) -> dict[str, Any]:
     if root.tag != "nvidia_smi_log":
         raise ValueError(f"root element is <{root.tag}>, not <nvidia_smi_log>")
     result["driver_version"] = _version(
-        _xml_text(root, "driver_version"), _RE_VERSION, "driver_version", warnings
+        _xml_text(root, "driver_version"), DOTTED_VERSION, "driver_version", warnings
     )
     result["cuda_driver_version"] = _version(
-        _xml_text(root, "cuda_version"), _RE_CUDA, "cuda_version", warnings
+        _xml_text(root, "cuda_version"), XY_VERSION, "cuda_version", warnings
     )
     attached = _clean(_xml_text(root, "attached_gpus"))
     result["attached_gpus"] = int(attached) if attached and attached.isdigit() else None
@@ -363,9 +372,9 @@ def parse_query_q(text: str) -> dict[str, Any]:
     driver_key = next((k for k in _TEXT_DRIVER_KEYS if _clean(top.get(k))), None)
     cuda_key = next((k for k in _TEXT_CUDA_KEYS if _clean(top.get(k))), None)
     if driver_key:
-        result["driver_version"] = _version(top[driver_key], _RE_VERSION, driver_key.title(), warnings)
+        result["driver_version"] = _version(top[driver_key], DOTTED_VERSION, driver_key.title(), warnings)
     if cuda_key:
-        result["cuda_driver_version"] = _version(top[cuda_key], _RE_CUDA, cuda_key.title(), warnings)
+        result["cuda_driver_version"] = _version(top[cuda_key], XY_VERSION, cuda_key.title(), warnings)
     attached = _clean(top.get("attached gpus"))
     result["attached_gpus"] = int(attached) if attached and attached.isdigit() else None
     return result

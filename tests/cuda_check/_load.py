@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -83,3 +84,37 @@ def adhoc(args: str, env: dict[str, str], timeout: float = 300) -> dict[str, Any
     data = json.loads(proc.stdout)
     result: dict[str, Any] = data["plays"][0]["tasks"][0]["hosts"]["localhost"]
     return result
+
+
+def run_playbook(
+    playbook: Path, tmp: Path, hosts: dict[str, Any], *args: str, env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """ansible-playbook PLAYBOOK on the case hosts of a generated inventory (the checkout's ansible.cfg and
+    roles): its stats and, per host, the failed task and message, changed tasks, messages and warnings."""
+    inventory = tmp / f"inventory-{time.monotonic_ns()}.yml"
+    inventory.write_text(yaml.safe_dump({"all": {"hosts": hosts}}))
+    run_env = dict(
+        os.environ,
+        ANSIBLE_ROLES_PATH=str(REPO / "roles"),
+        ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
+        ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
+        ANSIBLE_FORCE_COLOR="0",
+        **(env or {}),
+    )
+    argv = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory), *args, str(playbook)]
+    proc = subprocess.run(
+        argv, cwd=REPO, env=run_env, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert "Traceback" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    data = json.loads(proc.stdout[proc.stdout.index("{") :])
+    out: dict[str, Any] = {"stats": data["stats"], "failed": {}, "msgs": {}, "warnings": {}, "changed": {}}
+    for task in data["plays"][0]["tasks"]:
+        for host, res in task["hosts"].items():
+            if res.get("failed"):
+                out["failed"][host] = (task["task"]["name"], str(res.get("msg")))
+            if res.get("changed"):
+                out["changed"].setdefault(host, []).append(task["task"]["name"])
+            if isinstance(res.get("msg"), str):
+                out["msgs"].setdefault(host, []).append(res["msg"])
+            out["warnings"].setdefault(host, []).extend(res.get("warnings") or [])
+    return out

@@ -7,22 +7,18 @@ The module is run directly and through Ansible; the role by real ansible-playboo
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from gpulab.lab import nvidia_smi as lab_nvidia_smi
 
-from ._load import REPO, adhoc, gpu_facts
+from ._load import adhoc, gpu_facts, run_playbook
 
 PLAYBOOK = Path(__file__).resolve().parent / "playbooks" / "role_run.yml"
-BIN = Path(sys.executable).parent
 PROFILE = "h100-590.48.01"
 DRIVER = "590.48.01"
 # Margin over the timeout for starting, killing and reaping on a busy 2-core machine.
@@ -120,39 +116,15 @@ def _host(root: Path, smi: Path) -> dict[str, Any]:
 
 
 def _run_role(tmp: Path, hosts: dict[str, Any], sysroot: Path) -> dict[str, Any]:
-    inventory = tmp / f"inventory-{time.monotonic_ns()}.yml"
-    inventory.write_text(yaml.safe_dump({"all": {"hosts": hosts}}))
-    env = dict(
-        os.environ,
-        ANSIBLE_ROLES_PATH=str(REPO / "roles"),
-        ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
-        ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
-        ANSIBLE_FORCE_COLOR="0",
-        GPULAB_LAB_NVIDIA_SMI_SYSROOT=str(sysroot),
-    )
-    argv = [
-        str(BIN / "ansible-playbook"),
-        "-i",
-        str(inventory),
-        # The role's fact directory is a constant (/etc/ansible/facts.d); each case host gets its own here.
+    # The role's fact directory is a constant (/etc/ansible/facts.d); each case host gets its own here.
+    return run_playbook(
+        PLAYBOOK,
+        tmp,
+        hosts,
         "-e",
         "__cuda_check_fact_dir={{ cuda_check_test_fact_dir }}",
-        str(PLAYBOOK),
-    ]
-    proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
-    assert "Traceback" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
-    data = json.loads(proc.stdout[proc.stdout.index("{") :])
-    out: dict[str, Any] = {"stats": data["stats"], "failed": {}, "msgs": {}, "warnings": {}, "changed": {}}
-    for task in data["plays"][0]["tasks"]:
-        for host, res in task["hosts"].items():
-            if res.get("failed"):
-                out["failed"][host] = (task["task"]["name"], str(res.get("msg")))
-            if res.get("changed"):
-                out["changed"].setdefault(host, []).append(task["task"]["name"])
-            if isinstance(res.get("msg"), str):
-                out["msgs"].setdefault(host, []).append(res["msg"])
-            out["warnings"].setdefault(host, []).extend(res.get("warnings") or [])
-    return out
+        env={"GPULAB_LAB_NVIDIA_SMI_SYSROOT": str(sysroot)},
+    )
 
 
 @pytest.mark.slow

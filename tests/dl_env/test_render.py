@@ -85,6 +85,7 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
                         **byo_hosts,
                         "bad-file": {**H100, "dl_env_base_file": str(FIXTURES / "not-an-env-workflow.yml")},
                         "missing-file": {**H100, "dl_env_base_file": str(tmp / "nope.yml")},
+                        "bad-cuda": {**H100, "cuda_check_cuda_version": "12"},  # not "X.Y"
                     }
                 },
             },
@@ -116,13 +117,15 @@ def test_run_fails_only_the_bad_hosts(rendered: dict[str, Any]) -> None:
     recap = dict(
         re.findall(r"^(\S+)\s+:\s+ok=\d+\s+changed=\d+\s+unreachable=\d+\s+failed=(\d+)", first.stdout, re.M)
     )
-    assert {h for h, failed in recap.items() if failed != "0"} == {"bad-file", "missing-file"}
+    assert {h for h, failed in recap.items() if failed != "0"} == {"bad-file", "missing-file", "bad-cuda"}
     assert (
         "not-an-env-workflow.yml is not a conda environment spec: the required key 'dependencies' is missing"
         in first.stdout
     )
     missing = r"missing-file: dl_env_base_file \S+/nope\.yml is not a file on the controller"
-    assert re.search(missing, " ".join(first.stdout.split())), first.stdout[-4000:]  # the YAML output wraps
+    said = " ".join(first.stdout.split())  # the YAML output wraps long messages
+    assert re.search(missing, said), first.stdout[-4000:]
+    assert "bad-cuda: dl_env needs cuda_check_cuda_version" in said, first.stdout[-4000:]
     assert "Traceback" not in first.stdout + first.stderr
 
 

@@ -21,12 +21,13 @@ from pathlib import Path
 import pytest
 
 from gpulab.lab import installer, wheelhouse
+from gpulab.lab.services import IMAGE_MINIFORGE_RELEASE
 
 REPO = Path(__file__).resolve().parents[2]
 CACHE = REPO / ".cache" / "gpulab-lab"
 HOST_PY = f"{sys.version_info.major}.{sys.version_info.minor}"
 V2511, V255 = "py311_25.11.1-1", "py311_25.5.1-1"
-FORGE = "25.11.1-0"
+FORGE = IMAGE_MINIFORGE_RELEASE
 CI_VARS = ("CI", "GITHUB_ACTIONS", "GITLAB_CI", "TRAVIS", "TF_BUILD", "JENKINS_URL", "BUILDKITE", "CIRCLECI")
 
 Conda = Callable[..., subprocess.CompletedProcess[str]]

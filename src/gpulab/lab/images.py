@@ -29,6 +29,7 @@ from pathlib import Path
 
 from gpulab.lab import installer
 from gpulab.lab.podman import PodmanError, podman, podman_env, require_podman
+from gpulab.lab.services import IMAGE_MINIFORGE_RELEASE
 
 IMAGE_REPO = "localhost/gpulab-test"
 RECIPE_LABEL = "io.gpulab.recipe"
@@ -145,9 +146,10 @@ class CondaRecipe:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-# The lab's Miniforge stand-in (conda 25.11.1, no Anaconda ToS) on both Debian releases.
+# The lab's Miniforge stand-in (no Anaconda ToS) on both Debian releases.
 CONDA_RECIPES: dict[str, CondaRecipe] = {
-    f"{base}-miniforge": CondaRecipe(f"{base}-miniforge", base, "miniforge", "25.11.1-0") for base in RECIPES
+    f"{base}-miniforge": CondaRecipe(f"{base}-miniforge", base, "miniforge", IMAGE_MINIFORGE_RELEASE)
+    for base in RECIPES
 }
 
 

@@ -35,11 +35,13 @@ def role_pins() -> dict[installer.Flavor, str]:
 
 
 PINS = role_pins()
+# The Miniforge release the pre-baked conda images carry (images.CONDA_RECIPES), so the lab must serve it.
+IMAGE_MINIFORGE_RELEASE = "25.11.1-0"
 # The stand-in releases every lab offers: (flavor, release string as in the real file name). The first of
 # each flavor is the release the miniconda role pins; the others let upgrades be rehearsed.
 STANDIN_RELEASES: tuple[tuple[installer.Flavor, str], ...] = (
     ("miniforge", PINS["miniforge"]),
-    ("miniforge", "25.11.1-0"),
+    ("miniforge", IMAGE_MINIFORGE_RELEASE),
     ("miniforge", "25.5.1-0"),
     ("miniconda", PINS["miniconda"]),
     ("miniconda", "py313_25.5.1-1"),
