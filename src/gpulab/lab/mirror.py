@@ -19,7 +19,6 @@ import argparse
 import contextlib
 import hashlib
 import html
-import mimetypes
 import re
 import shutil
 import sys
@@ -105,7 +104,7 @@ class _Handler(BaseHTTPRequestHandler):
             data = _corrupt(data)
         mirror.record(self.command, path, HTTPStatus.OK, fault_name)
         self.send_response(HTTPStatus.OK)
-        self.send_header("Content-Type", _content_type(target))
+        self.send_header("Content-Type", CONTENT_TYPES.get(target.suffix, "application/octet-stream"))
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         if not body:
@@ -138,16 +137,12 @@ def _corrupt(data: bytes) -> bytes:
     return bytes(out)
 
 
+# What the mirror holds (`populate()`): listings, installers, their .sha256 files, wheels.
 CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
     ".sha256": "text/plain; charset=utf-8",
     ".sh": "application/x-sh",
-    ".whl": "application/octet-stream",
 }
-
-
-def _content_type(path: Path) -> str:
-    return CONTENT_TYPES.get(path.suffix) or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
 
 
 class Mirror:
@@ -157,7 +152,6 @@ class Mirror:
         self.root = Path(root).resolve()
         self._port = port
         self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._faults: dict[str, Fault] = {}
         self._requests: list[RequestRecord] = []
@@ -170,10 +164,9 @@ class Mirror:
         server = _Server((HOST, self._port), _Handler)
         server.mirror = self
         self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="gpulab-lab-mirror", daemon=True
-        )
-        self._thread.start()
+        threading.Thread(
+            target=server.serve_forever, args=(0.05,), name="gpulab-lab-mirror", daemon=True
+        ).start()
         return self.url
 
     def stop(self) -> None:
@@ -181,10 +174,7 @@ class Mirror:
             return
         self._server.shutdown()
         self._server.server_close()
-        if self._thread is not None:
-            self._thread.join()
         self._server = None
-        self._thread = None
 
     def __enter__(self) -> Mirror:
         self.start()
