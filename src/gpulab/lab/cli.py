@@ -121,14 +121,9 @@ def _provision(inventory: Path, report: Path, extra: list[str]) -> dict[str, Any
     """The real `gpulab provision`, in-process; its JSON report, or DemoStepFailed when it did not pass."""
     from gpulab.cli import build_parser
 
-    argv = [
-        "provision",
-        "-i",
-        str(inventory),
-        "--report",
-        str(report),
-        *(f"--extra-vars={item}" for item in extra),
-    ]
+    argv = ["provision", "-i", str(inventory), "--report", str(report)]
+    for item in extra:
+        argv += ["-e", item]
     args = build_parser().parse_args(argv)
     rc: int = args.func(args)
     data: dict[str, Any] = json.loads(report.read_text()) if report.is_file() else {}
