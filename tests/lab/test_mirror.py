@@ -309,25 +309,3 @@ def test_cli_serve(site: dict[str, Path]) -> None:
     finally:
         process.terminate()
         process.wait(timeout=10)
-
-
-def test_cli_populate(tmp_path: Path) -> None:
-    installer = fake_installer(tmp_path / "src", "Miniforge3-25.3.0-3-Linux-x86_64.sh", 1000)
-    build_tiny_wheel(tmp_path / "wheels")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "gpulab.lab.mirror",
-            "populate",
-            "--root",
-            str(tmp_path / "root"),
-            "--installer",
-            str(installer),
-            "--wheelhouse",
-            str(tmp_path / "wheels"),
-        ],
-        check=True,
-    )
-    assert (tmp_path / "root/miniforge/Miniforge3-25.3.0-3-Linux-x86_64.sh.sha256").is_file()
-    assert (tmp_path / "root/pypi/simple/gpulab-lab-tiny/index.html").is_file()

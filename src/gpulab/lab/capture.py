@@ -14,13 +14,6 @@ from pathlib import Path
 from gpulab.lab import nvidia_smi
 from gpulab.lab.cluster import LabError, Node
 
-CAPTURE_FILES = {
-    "table": "table.txt",
-    "query": "query.txt",
-    "list": "list.txt",
-    "version": "version.txt",
-    "query_gpu_csv": "query-gpu-allfields.csv",
-}
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
 
 
@@ -36,7 +29,7 @@ def load_capture_profiles(directory: Path) -> list[nvidia_smi.Profile]:
             raise LabError(f"--capture: {sub}/query.txt is missing (run `nvidia-smi -q > query.txt` there)")
         captures = {
             kind: str((sub / fname).resolve())
-            for kind, fname in CAPTURE_FILES.items()
+            for kind, fname in nvidia_smi.STAGED_NAMES.items()
             if (sub / fname).is_file()
         }
         profile = nvidia_smi.Profile(

@@ -23,6 +23,7 @@ import yaml
 
 from gpulab.lab import nvidia_smi, ssh
 from gpulab.lab.images import RECIPES, SSH_SUFFIX, ensure_image
+from gpulab.lab.installer import Flavor, installer_name
 from gpulab.lab.podman import PodmanError, podman, require_podman
 from gpulab.lab.services import PINS, LabServices, checksums, start_detached_mirror, stop_detached_mirror
 
@@ -33,7 +34,7 @@ LAB_LABEL = "io.gpulab.lab=1"
 LAB_ID_LABEL = "io.gpulab.lab.id"
 DEFAULT_NODES = "gpu-l40s=l40s-550.127.05,gpu-h100=h100-590.48.01,cpu-node=none"
 # The lab provisions with Miniforge (conda-forge; no Anaconda ToS step) from the lab mirror.
-LAB_FLAVOR = "miniforge"
+LAB_FLAVOR: Flavor = "miniforge"
 LAB_RELEASE = PINS["miniforge"]  # the miniconda role's pinned Miniforge release
 _NODE_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 Connection = Literal["podman", "ssh"]
@@ -126,13 +127,7 @@ class LabState:
         raise LabError(f"no lab node {name!r}; nodes: {', '.join(n.name for n in self.nodes)}")
 
     def save(self) -> None:
-        data = {
-            "nodes": [asdict(n) for n in self.nodes],
-            "mirror_url": self.mirror_url,
-            "mirror_pid": self.mirror_pid,
-            "connection": self.connection,
-            "sudo_password": self.sudo_password,
-        }
+        data = {k: v for k, v in asdict(self).items() if k != "state_dir"}
         (self.state_dir / "lab.json").write_text(json.dumps(data, indent=2) + "\n")
 
     @classmethod
@@ -141,29 +136,17 @@ class LabState:
         if not path.is_file():
             return None
         data = json.loads(path.read_text())
-        return cls(
-            state_dir,
-            [Node(**n) for n in data["nodes"]],
-            data["mirror_url"],
-            int(data["mirror_pid"]),
-            data.get("connection", "podman"),
-            bool(data.get("sudo_password", False)),
-        )
+        return cls(state_dir, **{**data, "nodes": [Node(**n) for n in data["nodes"]]})
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+def _free_port(port: int = 0) -> int:
+    """`port` (any free one for 0) once bound on 127.0.0.1 and let go; 0 when it is taken."""
+    with socket.socket() as sock:
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
-            return False
-    return True
+            return 0
+        return int(sock.getsockname()[1])
 
 
 def running_containers(lab: str | None = None) -> list[str]:
@@ -190,15 +173,8 @@ def set_profile(node: Node) -> None:
         raise LabError(f"unknown profile {node.profile!r}; see `gpulab lab profiles`")
     with tempfile.TemporaryDirectory(prefix="gpulab-lab-stage-") as tmp:
         nvidia_smi.stage(Path(tmp), node.profile)
-        podman(
-            "exec",
-            node.container,
-            "rm",
-            "-rf",
-            "/usr/bin/nvidia-smi",
-            "/etc/gpulab-lab",
-            "/usr/local/share/gpulab-lab/nvidia-smi",
-        )
+        stale = ("/usr/bin/nvidia-smi", "/etc/gpulab-lab", "/usr/local/share/gpulab-lab/nvidia-smi")
+        podman("exec", node.container, "rm", "-rf", *stale)
         podman("cp", f"{tmp}/.", f"{node.container}:/")
 
 
@@ -276,8 +252,6 @@ def up(
     connection: Connection = "podman",
     sudo_password: bool = False,
 ) -> LabState:
-    if connection not in CONNECTIONS:
-        raise LabError(f"--connection must be one of {', '.join(CONNECTIONS)}, not {connection!r}")
     if sudo_password and connection != "ssh":
         # containers.podman's connection runs sudo without answering its password prompt.
         raise LabError("--sudo-password needs --connection ssh (the podman connection cannot answer sudo)")
@@ -289,12 +263,11 @@ def up(
     taken = sorted(set(running_containers()) & {n.container for n in nodes})
     if taken:
         raise LabError(f"containers {', '.join(taken)} already exist; run `gpulab lab down` first")
-    if port is not None and not _port_free(port):
+    if port is not None and not _free_port(port):
         raise LabError(f"port {port} on 127.0.0.1 is taken; choose another with --port")
     state_dir.mkdir(parents=True, exist_ok=True)
     services = LabServices(root=state_dir / "services", cache_dir=cache_dir)
     services.prepare()
-    digest = checksums(services.root)[f"Miniforge3-{LAB_RELEASE}-Linux-x86_64.sh"]
     port = port or _free_port()
     pid = start_detached_mirror(services.mirror_root, port, state_dir / "mirror.log")
     state = LabState(state_dir, nodes, f"http://127.0.0.1:{port}", pid, connection, sudo_password)
@@ -307,8 +280,7 @@ def up(
             ssh.make_key_pair(state.ssh)
         password = ssh.make_sudo_password(state.ssh) if sudo_password else None
         for node in nodes:
-            podman(
-                "run",
+            opts = [
                 "-d",
                 "--name",
                 node.container,
@@ -316,12 +288,9 @@ def up(
                 LAB_LABEL,
                 "--label",
                 f"{LAB_ID_LABEL}={ident}",
-                "--network",
-                "host",
-                f"localhost/gpulab-test:{node.image}{suffix}",
-                "sleep",
-                "infinity",
-            )
+            ]
+            image = f"localhost/gpulab-test:{node.image}{suffix}"
+            podman("run", *opts, "--network", "host", image, "sleep", "infinity")
             set_profile(node)
             ssh.prepare_node(node.container, state.ssh if connection == "ssh" else None, password)
             if connection == "ssh":
@@ -329,7 +298,7 @@ def up(
         if connection == "ssh":
             state.save()
             trust_host_keys(state)
-        write_inventory(state, digest)
+        write_inventory(state, _installer_sha256(state_dir))
     except BaseException:  # also Ctrl-C: leave nothing behind
         down(state_dir)
         raise
@@ -353,6 +322,11 @@ def down(state_dir: Path) -> list[str]:
     return removed
 
 
+def _installer_sha256(state_dir: Path) -> str:
+    """The sha256 of the lab's Miniforge installer, as `LabServices.prepare` recorded it."""
+    return checksums(state_dir / "services")[installer_name(LAB_RELEASE, LAB_FLAVOR)]
+
+
 def _start_sshd_on_free_port(node: Node, attempts: int = 3) -> None:
     """Start the node's sshd on a free loopback port (another lab may take a port between probe and bind)."""
     for attempt in range(attempts):
@@ -370,7 +344,12 @@ def trust_host_keys(state: LabState) -> None:
     ssh.write_known_hosts(state.ssh, {n.container: n.ssh_port for n in state.nodes})
 
 
-def _ssh_lab(state_dir: Path) -> LabState:
+SSHD_ACTIONS = ("stop", "start", "new-host-keys", "trust")
+
+
+def sshd(state_dir: Path, node_name: str, action: str) -> Node:
+    """Rehearse SSH trouble on a node: stop/start its sshd, give it new host keys (a reinstalled node),
+    or trust its current host keys again (what an admin does after checking the new key)."""
     state = LabState.load(state_dir)
     if state is None:
         raise LabError("no lab is up; run `gpulab lab up --connection ssh` first")
@@ -378,16 +357,6 @@ def _ssh_lab(state_dir: Path) -> LabState:
         raise LabError(
             "this lab's nodes are reached through podman; start it with `gpulab lab up --connection ssh`"
         )
-    return state
-
-
-SSHD_ACTIONS = ("stop", "start", "new-host-keys", "trust")
-
-
-def sshd(state_dir: Path, node_name: str, action: str) -> Node:
-    """Rehearse SSH trouble on a node: stop/start its sshd, give it new host keys (a reinstalled node),
-    or trust its current host keys again (what an admin does after checking the new key)."""
-    state = _ssh_lab(state_dir)
     node = state.node(node_name)
     try:
         if action == "stop":
@@ -399,10 +368,8 @@ def sshd(state_dir: Path, node_name: str, action: str) -> Node:
             if ssh.sshd_running(node.container):
                 ssh.stop_sshd(node.container)
             ssh.start_sshd(node.container, node.ssh_port, new_host_keys=True)
-        elif action == "trust":
+        else:  # "trust"
             trust_host_keys(state)
-        else:
-            raise LabError(f"unknown sshd action {action!r}; one of {', '.join(SSHD_ACTIONS)}")
     except ssh.SshLabError as exc:
         raise LabError(str(exc)) from exc
     return node
@@ -416,5 +383,5 @@ def switch_driver(state_dir: Path, node_name: str, profile: str) -> Node:
     node.profile = profile
     set_profile(node)
     state.save()
-    write_inventory(state, checksums(state_dir / "services")[f"Miniforge3-{LAB_RELEASE}-Linux-x86_64.sh"])
+    write_inventory(state, _installer_sha256(state_dir))
     return node

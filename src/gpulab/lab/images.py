@@ -15,6 +15,7 @@ image's recipe includes the bytes of the stand-in installer, so editing the stan
 
 from __future__ import annotations
 
+import argparse
 import fcntl
 import hashlib
 import json
@@ -171,13 +172,9 @@ def current_digest(tag: str) -> str | None:
 @contextmanager
 def build_lock(name: str) -> Iterator[None]:
     """One build of an image at a time on this machine (parallel test workers ask for the same images)."""
-    path = Path(tempfile.gettempdir()) / f"gpulab-image-{name}.lock"
-    with path.open("a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with (Path(tempfile.gettempdir()) / f"gpulab-image-{name}.lock").open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)  # (released when the file closes)
+        yield
 
 
 def ensure_image(name: str, *, force: bool = False, log: bool = True) -> str:
@@ -206,29 +203,15 @@ def _ensure_base_image(recipe: Recipe, *, force: bool, log: bool) -> str:
         )
     with tempfile.TemporaryDirectory(prefix=f"gpulab-image-{recipe.name}-") as tmp:
         root = Path(tmp) / "root"
+        include = f"--include={','.join(recipe.packages)}"
         _run(
-            [
-                "debootstrap",
-                "--variant=minbase",
-                f"--include={','.join(recipe.packages)}",
-                recipe.suite,
-                str(root),
-                DEBIAN_MIRROR,
-            ],
+            ["debootstrap", "--variant=minbase", include, recipe.suite, str(root), DEBIAN_MIRROR],
             "debootstrap",
         )
         _run(["chroot", str(root), "/bin/sh", "-c", recipe.post_install], "post-install")
         tarball = Path(tmp) / "rootfs.tar"
         _run(["tar", "--numeric-owner", "-C", str(root), "-cf", str(tarball), "."], "tar")
-        podman(
-            "import",
-            "--change",
-            f"LABEL {RECIPE_LABEL}={recipe.digest}",
-            "--change",
-            'CMD ["sleep", "infinity"]',
-            str(tarball),
-            recipe.tag,
-        )
+        podman("import", *_changes(recipe.digest), str(tarball), recipe.tag)
     return recipe.tag
 
 
@@ -253,18 +236,15 @@ def _ensure_conda_image(recipe: CondaRecipe, *, force: bool, log: bool) -> str:
                 env=podman_env(),
             )
             podman("exec", work, "rm", "-f", target)
-            podman(
-                "commit",
-                "--change",
-                f"LABEL {RECIPE_LABEL}={digest}",
-                "--change",
-                'CMD ["sleep", "infinity"]',
-                work,
-                recipe.tag,
-            )
+            podman("commit", *_changes(digest), work, recipe.tag)
         finally:
             podman("rm", "-f", "-t", "0", work, check=False)
     return recipe.tag
+
+
+def _changes(digest: str) -> list[str]:
+    """`podman import`/`commit` options: the recipe label, and a container's default command."""
+    return ["--change", f"LABEL {RECIPE_LABEL}={digest}", "--change", 'CMD ["sleep", "infinity"]']
 
 
 def _run(argv: list[str], step: str, env: dict[str, str] | None = None) -> None:
@@ -275,8 +255,6 @@ def _run(argv: list[str], step: str, env: dict[str, str] | None = None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-
     parser = argparse.ArgumentParser(prog="python -m gpulab.lab.images", description=__doc__)
     parser.add_argument(
         "names",

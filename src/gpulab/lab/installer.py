@@ -18,9 +18,11 @@ import tarfile
 from pathlib import Path
 from typing import Literal
 
+import yaml
+
 from . import wheelhouse
 
-MARKER = b"\n@@END_HEADER@@\n"
+MARKER = b"\n@@END_HEADER@@\n"  # between the script and its payload
 FIXED_MTIME = 1_700_000_000
 STANDIN_DIR = Path(__file__).resolve().parent / "conda_standin"
 
@@ -53,33 +55,21 @@ def constructor_version(conda_version: str) -> str:
 
 
 def _pip_wheel(cache_dir: Path | None) -> Path:
-    """The pip wheel to bundle: one already in `cache_dir` (or its `wheelhouse/`), else `pip download` it
-    into `<cache_dir>/wheelhouse`, else the running Python's ensurepip wheel."""
-    cache = cache_dir or wheelhouse.default_cache_dir()
-    for where in (cache, cache / "wheelhouse"):
-        found = wheelhouse.find_wheel(where, "pip")
-        if found:
-            return found
+    """The pip wheel to bundle: from `<cache_dir>/wheelhouse` (`pip download`ed there once), else the running
+    Python's ensurepip wheel."""
+    house = (cache_dir or wheelhouse.default_cache_dir()) / "wheelhouse"
     try:
-        wheelhouse.ensure(cache / "wheelhouse", pythons=("3.11",), packages=("pip",))
+        wheelhouse.ensure(house, pythons=("3.11",), packages=("pip",))
     except (wheelhouse.WheelhouseError, OSError):
         spec = importlib.util.find_spec("ensurepip")
-        if spec and spec.origin:
-            bundled = sorted((Path(spec.origin).parent / "_bundled").glob("pip-*.whl"))
-            if bundled:
-                return bundled[-1]
+        bundled = sorted(Path(spec.origin).parent.glob("_bundled/pip-*.whl")) if spec and spec.origin else []
+        if bundled:
+            return bundled[-1]
         raise
-    found = wheelhouse.find_wheel(cache / "wheelhouse", "pip")
+    found = wheelhouse.find_wheel(house, "pip")
     if not found:
-        raise InstallerBuildError(f"no pip wheel in {cache / 'wheelhouse'}")
+        raise InstallerBuildError(f"no pip wheel in {house}")
     return found
-
-
-def _yaml_dir() -> Path:
-    spec = importlib.util.find_spec("yaml")
-    if spec is None or spec.origin is None:
-        raise InstallerBuildError("PyYAML is needed to build the stand-in installer (it is vendored into it)")
-    return Path(spec.origin).parent
 
 
 def _payload(release: dict[str, str], pip_wheel: Path) -> bytes:
@@ -90,7 +80,7 @@ def _payload(release: dict[str, str], pip_wheel: Path) -> bytes:
         json.dumps(release, indent=2, sort_keys=True).encode() + b"\n",
         0o644,
     )
-    for src in sorted(_yaml_dir().glob("*.py")):
+    for src in sorted(Path(yaml.__file__).parent.glob("*.py")):
         files[f"yaml/{src.name}"] = (src.read_bytes(), 0o644)
     files[f"wheels/{pip_wheel.name}"] = (pip_wheel.read_bytes(), 0o644)
     raw = io.BytesIO()
@@ -140,10 +130,6 @@ THIS_PATH="$THIS_DIR/$THIS_FILE"
 PREFIX="${HOME:-/opt}/@LOWER@"
 BATCH=0
 FORCE=0
-KEEP_PKGS=1
-SKIP_SCRIPTS=0
-TEST=0
-REINSTALL=0
 USAGE="
 usage: $0 [options]
 
@@ -168,13 +154,9 @@ while getopts "@GETOPTS@" x; do
         b) BATCH=1 ;;
         i) BATCH=0 ;;
         f) FORCE=1 ;;
-        k) KEEP_PKGS=1 ;;
         p) PREFIX="$OPTARG" ;;
-        s) SKIP_SCRIPTS=1 ;;
-        m) ;;
-        u) FORCE=1; REINSTALL=1 ;;
-        t) TEST=1 ;;
-        c) ;;
+        k|s|m|t|c) ;;
+        u) FORCE=1 ;;
         ?)
             printf "ERROR: did not recognize option '%s', please try -h\n" "$x"
             exit 1
@@ -281,13 +263,7 @@ PYTHONPATH="$PREFIX/install_tmp" "$PREFIX/bin/python" -m conda_standin._install 
 printf "Preparing transaction: done\n"
 printf "Executing transaction: done\n"
 
-if [ "$SKIP_SCRIPTS" = "1" ]; then
-    :
-fi
 mkdir -p "$PREFIX/envs"
-if [ "$KEEP_PKGS" = "0" ]; then
-    rm -rf "$PREFIX/pkgs"
-fi
 rm -rf "$PREFIX/install_tmp"
 
 printf "installation finished.\n"
@@ -316,8 +292,6 @@ def build_installer(
     out_dir: Path, version: str, flavor: Flavor = "miniconda", cache_dir: Path | None = None
 ) -> Path:
     """Write `Miniconda3-<version>-Linux-x86_64.sh` (or Miniforge3-...) into `out_dir` and return its path."""
-    if flavor not in ("miniconda", "miniforge"):
-        raise InstallerBuildError(f"flavor must be 'miniconda' or 'miniforge', not {flavor!r}")
     conda_version = conda_version_of(version)
     name = "Miniconda3" if flavor == "miniconda" else "Miniforge3"
     cons = constructor_version(conda_version)
@@ -349,6 +323,6 @@ def build_installer(
         text = text.replace(key, value)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / installer_name(version, flavor)
-    path.write_bytes(text.encode() + b"@@END_HEADER@@\n" + payload)
+    path.write_bytes(text.encode() + MARKER[1:] + payload)
     path.chmod(0o755)
     return path

@@ -16,9 +16,9 @@ late answer (`slow`). Every request is logged (`Mirror.requests`). It binds 127.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import html
-import mimetypes
 import re
 import shutil
 import sys
@@ -31,11 +31,8 @@ from email.parser import HeaderParser
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import TracebackType
 from typing import Literal
 from urllib.parse import unquote, urlsplit
-
-__all__ = ["FaultKind", "Mirror", "RequestRecord", "normalize_project", "populate"]
 
 FaultKind = Literal["checksum", "truncate", "404", "slow"]
 FAULT_KINDS: tuple[FaultKind, ...] = ("checksum", "truncate", "404", "slow")
@@ -107,7 +104,7 @@ class _Handler(BaseHTTPRequestHandler):
             data = _corrupt(data)
         mirror.record(self.command, path, HTTPStatus.OK, fault_name)
         self.send_response(HTTPStatus.OK)
-        self.send_header("Content-Type", _content_type(target))
+        self.send_header("Content-Type", CONTENT_TYPES.get(target.suffix, "application/octet-stream"))
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         if not body:
@@ -140,16 +137,12 @@ def _corrupt(data: bytes) -> bytes:
     return bytes(out)
 
 
+# What the mirror holds (`populate()`): listings, installers, their .sha256 files, wheels.
 CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
     ".sha256": "text/plain; charset=utf-8",
     ".sh": "application/x-sh",
-    ".whl": "application/octet-stream",
 }
-
-
-def _content_type(path: Path) -> str:
-    return CONTENT_TYPES.get(path.suffix) or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
 
 
 class Mirror:
@@ -159,7 +152,6 @@ class Mirror:
         self.root = Path(root).resolve()
         self._port = port
         self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._faults: dict[str, Fault] = {}
         self._requests: list[RequestRecord] = []
@@ -172,10 +164,9 @@ class Mirror:
         server = _Server((HOST, self._port), _Handler)
         server.mirror = self
         self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="gpulab-lab-mirror", daemon=True
-        )
-        self._thread.start()
+        threading.Thread(
+            target=server.serve_forever, args=(0.05,), name="gpulab-lab-mirror", daemon=True
+        ).start()
         return self.url
 
     def stop(self) -> None:
@@ -183,18 +174,13 @@ class Mirror:
             return
         self._server.shutdown()
         self._server.server_close()
-        if self._thread is not None:
-            self._thread.join()
         self._server = None
-        self._thread = None
 
     def __enter__(self) -> Mirror:
         self.start()
         return self
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     @property
@@ -255,11 +241,8 @@ def normalize_project(name: str) -> str:
 
 def sha256_of(path: Path) -> str:
     """Hex sha256 of a file, as the mirror publishes it."""
-    digest = hashlib.sha256()
     with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def _human_size(size: int) -> str:
@@ -270,11 +253,6 @@ def _human_size(size: int) -> str:
             return f"{int(value)}" if unit == "" else f"{value:.1f}{unit}"
         value /= 1024
     return str(size)
-
-
-def _copy(src: Path, dest: Path) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src, dest)
 
 
 def _miniconda_index(directory: Path) -> str:
@@ -328,31 +306,25 @@ def populate(root: Path, installers: list[Path], wheelhouse: Path | None = None)
     Installers are recognised by name (`Miniconda3-*.sh`, `Miniforge3-*.sh`). Calling it again adds to
     and rewrites the listings.
     """
-    root = Path(root)
-    miniconda = root / "miniconda"
-    miniforge = root / "miniforge"
-    miniconda.mkdir(parents=True, exist_ok=True)
+    miniconda, miniforge = root / "miniconda", root / "miniforge"
+    for directory in (miniconda, miniforge):
+        directory.mkdir(parents=True, exist_ok=True)
     for installer in installers:
-        installer = Path(installer)
-        if installer.name.startswith("Miniconda") and installer.suffix == ".sh":
-            _copy(installer, miniconda / installer.name)
-        elif installer.name.startswith("Miniforge") and installer.suffix == ".sh":
-            dest = miniforge / installer.name
-            _copy(installer, dest)
-            sha_file = miniforge / (installer.name + ".sha256")
-            sha_file.write_text(f"{sha256_of(dest)}  ./{installer.name}\n", encoding="utf-8")
-        else:
+        if installer.suffix != ".sh" or not installer.name.startswith(("Miniconda", "Miniforge")):
             raise ValueError(f"not a Miniconda3-*.sh or Miniforge3-*.sh installer: {installer}")
+        dest = (miniconda if installer.name.startswith("Miniconda") else miniforge) / installer.name
+        shutil.copyfile(installer, dest)
+        if dest.parent == miniforge:
+            (miniforge / (installer.name + ".sha256")).write_text(f"{sha256_of(dest)}  ./{installer.name}\n")
     (miniconda / "index.html").write_text(_miniconda_index(miniconda), encoding="utf-8")
 
     if wheelhouse is None:
         return
-    packages = root / "pypi" / "packages"
-    simple = root / "pypi" / "simple"
-    packages.mkdir(parents=True, exist_ok=True)
-    simple.mkdir(parents=True, exist_ok=True)
-    for wheel in sorted(Path(wheelhouse).glob("*.whl")):
-        _copy(wheel, packages / wheel.name)
+    packages, simple = root / "pypi" / "packages", root / "pypi" / "simple"
+    for directory in (packages, simple):
+        directory.mkdir(parents=True, exist_ok=True)
+    for wheel in sorted(wheelhouse.glob("*.whl")):
+        shutil.copyfile(wheel, packages / wheel.name)
     projects: dict[str, list[Path]] = {}
     for wheel in sorted(packages.glob("*.whl")):
         projects.setdefault(normalize_project(wheel.name.split("-", 1)[0]), []).append(wheel)
@@ -380,20 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     serve = sub.add_parser("serve", help="serve DIR until interrupted")
     serve.add_argument("--root", required=True, type=Path)
     serve.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
-    fill = sub.add_parser("populate", help="lay out DIR from installers and a wheelhouse")
-    fill.add_argument("--root", required=True, type=Path)
-    fill.add_argument(
-        "--installer", action="append", default=[], type=Path, help="installer .sh (repeatable)"
-    )
-    fill.add_argument("--wheelhouse", type=Path, default=None)
     args = parser.parse_args(argv)
-    if args.command == "populate":
-        try:
-            populate(args.root, args.installer, args.wheelhouse)
-        except (OSError, ValueError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-        return 0
     if not args.root.is_dir():
         print(f"error: {args.root} is not a directory", file=sys.stderr)
         return 1
@@ -404,13 +363,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot listen on {HOST}:{args.port}: {exc}", file=sys.stderr)
         return 1
     print(f"gpulab lab mirror serving {mirror.root} at {url}/ (Ctrl-C to stop)", flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        mirror.stop()
+    with contextlib.suppress(KeyboardInterrupt), mirror:
+        threading.Event().wait()
     return 0
 
 

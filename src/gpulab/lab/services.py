@@ -6,6 +6,8 @@ Used by the test suite (in-process, so tests can inject faults) and by `gpulab l
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import json
 import os
 import signal
@@ -15,7 +17,6 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 
 import yaml
 from packaging.version import Version
@@ -56,7 +57,6 @@ class LabServices:
 
     root: Path
     cache_dir: Path
-    releases: tuple[tuple[installer.Flavor, str], ...] = STANDIN_RELEASES
     _mirror: mirror.Mirror | None = field(default=None, init=False, repr=False)
 
     @property
@@ -68,7 +68,7 @@ class LabServices:
         wheels = prefetch(self.cache_dir)
         built = [
             installer.build_installer(self.root / "installers", version, flavor, cache_dir=self.cache_dir)
-            for flavor, version in self.releases
+            for flavor, version in STANDIN_RELEASES
         ]
         mirror.populate(self.mirror_root, built, wheels)
         checksums = {path.name: mirror.sha256_of(path) for path in built}
@@ -81,12 +81,9 @@ class LabServices:
         self._mirror.start()
         return self
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._mirror is not None:
-            self._mirror.stop()
-            self._mirror = None
+    def __exit__(self, *exc: object) -> None:
+        self.mirror.stop()
+        self._mirror = None
 
     @property
     def mirror(self) -> mirror.Mirror:
@@ -101,8 +98,7 @@ class LabServices:
 
 def checksums(root: Path) -> dict[str, str]:
     """The stand-in installers' sha256 digests recorded by `LabServices.prepare` under `root`."""
-    data: dict[str, str] = json.loads((root / "checksums.json").read_text())
-    return data
+    return dict(json.loads((root / "checksums.json").read_text()))
 
 
 def start_detached_mirror(root: Path, port: int, log: Path) -> int:
@@ -130,10 +126,8 @@ def start_detached_mirror(root: Path, port: int, log: Path) -> int:
 
 
 def stop_detached_mirror(pid: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGTERM)
-    except (ProcessLookupError, PermissionError):
-        return
 
 
 def prefetch(cache_dir: Path) -> Path:
@@ -142,8 +136,6 @@ def prefetch(cache_dir: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-
     parser = argparse.ArgumentParser(prog="python -m gpulab.lab.services")
     parser.add_argument("command", choices=["prefetch"], help="download the lab's wheelhouse once")
     parser.add_argument("--cache-dir", type=Path, required=True)

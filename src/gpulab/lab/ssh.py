@@ -30,25 +30,13 @@ class SshLabError(RuntimeError):
 
 @dataclass(frozen=True)
 class SshFiles:
-    """The lab's SSH files, under `<state dir>/ssh/`."""
+    """The lab's SSH files, under `<state dir>/ssh/` (`files()`)."""
 
     root: Path
-
-    @property
-    def private_key(self) -> Path:
-        return self.root / "id_ed25519"
-
-    @property
-    def public_key(self) -> Path:
-        return self.root / "id_ed25519.pub"
-
-    @property
-    def known_hosts(self) -> Path:
-        return self.root / "known_hosts"
-
-    @property
-    def sudo_password(self) -> Path:
-        return self.root / "sudo-password"
+    private_key: Path
+    public_key: Path
+    known_hosts: Path
+    sudo_password: Path
 
     def common_args(self) -> str:
         """`ansible_ssh_common_args`: the lab's own known_hosts, and only the lab's key offered."""
@@ -59,7 +47,9 @@ class SshFiles:
 
 
 def files(state_dir: Path) -> SshFiles:
-    return SshFiles(state_dir / "ssh")
+    root = state_dir / "ssh"
+    key = root / "id_ed25519"
+    return SshFiles(root, key, key.with_suffix(".pub"), root / "known_hosts", root / "sudo-password")
 
 
 def _private_dir(ssh: SshFiles) -> None:
@@ -101,24 +91,12 @@ def make_sudo_password(ssh: SshFiles) -> str:
 def prepare_node(container: str, ssh: SshFiles | None, password: str | None) -> None:
     """Authorize the lab's key for admin (SSH labs) and, with a password, make admin's sudo ask for it."""
     if ssh is not None:
-        podman(
-            "exec",
-            "-i",
-            container,
-            "sh",
-            "-c",
-            f"umask 077 && cat > {AUTHORIZED_KEYS} && chown admin:admin {AUTHORIZED_KEYS}",
-            stdin=ssh.public_key.read_text(),
-        )
+        write = f"umask 077 && cat > {AUTHORIZED_KEYS} && chown admin:admin {AUTHORIZED_KEYS}"
+        podman("exec", "-i", container, "sh", "-c", write, stdin=ssh.public_key.read_text())
     if password is not None:
         podman("exec", "-i", container, "chpasswd", stdin=f"{SSH_USER}:{password}\n")
-        podman(
-            "exec",
-            container,
-            "sh",
-            "-c",
-            f"printf 'admin ALL=(ALL:ALL) ALL\\n' > {SUDOERS} && chmod 0440 {SUDOERS}",
-        )
+        sudoers = f"printf 'admin ALL=(ALL:ALL) ALL\\n' > {SUDOERS} && chmod 0440 {SUDOERS}"
+        podman("exec", container, "sh", "-c", sudoers)
 
 
 def start_sshd(container: str, port: int, *, new_host_keys: bool = False) -> None:
@@ -176,12 +154,7 @@ def wait_for_sshd(port: int, container: str, timeout: float = 15.0) -> None:
 def host_key_lines(container: str, port: int) -> list[str]:
     """known_hosts lines for the node's current host keys, read through podman (a trusted channel)."""
     out = podman("exec", container, "sh", "-c", "cat /etc/ssh/ssh_host_*_key.pub")
-    lines = []
-    for line in out.splitlines():
-        fields = line.split()
-        if len(fields) >= 2:
-            lines.append(f"[127.0.0.1]:{port} {fields[0]} {fields[1]}")
-    return lines
+    return [f"[127.0.0.1]:{port} {' '.join(line.split()[:2])}" for line in out.splitlines() if line.strip()]
 
 
 def write_known_hosts(ssh: SshFiles, nodes: dict[str, int]) -> None:

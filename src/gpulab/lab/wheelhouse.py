@@ -6,11 +6,14 @@ The mirror serves it as a PEP 503 index, and the stand-in installer bundles its 
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 from collections.abc import Iterable
 from pathlib import Path
+
+from packaging.tags import Tag
+from packaging.utils import canonicalize_name, parse_wheel_filename
+from packaging.version import Version
 
 PLATFORMS = ("manylinux2014_x86_64", "manylinux_2_17_x86_64")
 
@@ -27,43 +30,38 @@ def default_cache_dir() -> Path:
     return Path(base) / "gpulab-lab"
 
 
-def _norm(name: str) -> str:
-    return re.sub(r"[-_.]+", "_", name).lower()
+def _wheels(dest: Path, package: str) -> dict[Path, tuple[Version, frozenset[Tag]]]:
+    """`package`'s wheels in `dest`: their versions and tags."""
+    found = {}
+    for whl in dest.glob("*.whl"):
+        name, version, _, tags = parse_wheel_filename(whl.name)
+        if name == canonicalize_name(package):
+            found[whl] = (version, tags)
+    return found
 
 
 def _has_wheel(dest: Path, package: str, python: str) -> bool:
-    tag = "cp" + python.replace(".", "")
-    for whl in dest.glob("*.whl"):
-        parts = whl.name[:-4].split("-")
-        if len(parts) < 5 or _norm(parts[0]) != _norm(package):
-            continue
-        py_tags = parts[-3].split(".")
-        if tag in py_tags or any(t in ("py3", "py2.py3") for t in py_tags) or "abi3" in parts[-2]:
-            return True
-    return False
+    cp = "cp" + python.replace(".", "")
+    return any(
+        t.interpreter in (cp, "py3") or t.abi == "abi3"
+        for _, tags in _wheels(dest, package).values()
+        for t in tags
+    )
 
 
 def find_wheel(dest: Path, package: str) -> Path | None:
     """The newest wheel of `package` in `dest` (by version), or None."""
-    found = [w for w in dest.glob("*.whl") if _norm(w.name.split("-")[0]) == _norm(package)]
-
-    def key(w: Path) -> tuple[int, ...]:
-        return tuple(int(p) if p.isdigit() else 0 for p in w.name.split("-")[1].split("."))
-
-    return max(found, key=key) if found else None
+    wheels = _wheels(dest, package)
+    return max(wheels, key=lambda w: wheels[w][0]) if wheels else None
 
 
-def ensure(
-    dest: Path, pythons: Iterable[str] = ("3.11", "3.13"), packages: Iterable[str] = ("numpy", "pip")
-) -> Path:
+def ensure(dest: Path, pythons: tuple[str, ...], packages: tuple[str, ...] = ("numpy", "pip")) -> Path:
     """Download binary wheels of `packages` for each Python version into `dest`; skip what is present."""
     dest.mkdir(parents=True, exist_ok=True)
-    packages = tuple(packages)
     for python in pythons:
         missing = [p for p in packages if not _has_wheel(dest, p, python)]
-        if not missing:
-            continue
-        download(dest, missing, python)
+        if missing:
+            download(dest, missing, python)
     return dest
 
 

@@ -22,19 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-__all__ = [
-    "DATA_DIR",
-    "FIXTURES_DIR",
-    "PROC_VERSION_FILE",
-    "PROFILES",
-    "PROFILE_FILE",
-    "SCRIPT",
-    "Profile",
-    "UnknownProfileError",
-    "error_output",
-    "stage",
-]
-
 FIXTURES_DIR = Path(__file__).resolve().parent.parent / "fixtures"
 SCRIPT = Path(__file__).resolve().parent / "fake_nvidia_smi.py"
 
@@ -85,162 +72,120 @@ class Profile:
     proc_version: str | None = None
 
 
-def _complete(name: str, description: str, stem: str) -> Profile:
-    """A machine with every capture (table, -q, -L, --version, --query-gpu of every field)."""
-    return Profile(
-        name=name,
-        description=description,
-        kind="gpu",
-        captures={
-            "table": f"nvidia-smi/table/{stem}__idle.txt",
-            "query": f"nvidia-smi/query-q/{stem}__idle.txt",
-            "list": f"nvidia-smi/list-L/{stem}.txt",
-            "version": f"nvidia-smi/version/{stem}.txt",
-            "query_gpu_csv": f"nvidia-smi/query-gpu-csv/{stem}__idle__allfields.csv",
-        },
-    )
+# Response kind -> where a machine's capture of it lies under FIXTURES_DIR/nvidia-smi, by the machine's file
+# name stem (an idle machine's `__idle` captures first); a profile answers what is captured for it.
+_CAPTURE_PATHS = {
+    "table": ("table/{}__idle.txt", "table/{}.txt"),
+    "query": ("query-q/{}__idle.txt", "query-q/{}.txt"),
+    "list": ("list-L/{}.txt",),
+    "version": ("version/{}.txt",),
+    "query_gpu_csv": ("query-gpu-csv/{}__idle__allfields.csv",),
+    "query_xml": ("query-xml/{}.xml",),
+}
 
 
-def _query_only(name: str, description: str, stem: str, table: bool = True) -> Profile:
-    """A machine known from its `nvidia-smi -a` capture (and its table where one was captured)."""
-    captures = {"query": f"nvidia-smi/query-q/{stem}.txt"}
-    if table:
-        captures["table"] = f"nvidia-smi/table/{stem}.txt"
-    return Profile(name=name, description=description, kind="gpu", captures=captures)
-
-
-def _xml_only(name: str, description: str, stem: str) -> Profile:
-    """A machine known only from its `nvidia-smi -q -x` capture."""
-    return Profile(
-        name=name,
-        description=description,
-        kind="gpu",
-        captures={"query_xml": f"nvidia-smi/query-xml/{stem}.xml"},
-    )
+def _gpu(name: str, stem: str, description: str) -> Profile:
+    """A machine known from the captures named after it (`stem`)."""
+    captures = {}
+    for kind, paths in _CAPTURE_PATHS.items():
+        found = [p.format(stem) for p in paths if (FIXTURES_DIR / "nvidia-smi" / p.format(stem)).is_file()]
+        if found:
+            captures[kind] = f"nvidia-smi/{found[0]}"
+    return Profile(name, description, "gpu", captures)
 
 
 def _error(
     name: str,
-    description: str,
     fixture: str,
     rc: int,
-    error_lines: tuple[int, int] | None = None,
-    proc_version: str | None = None,
+    description: str,
+    lines: tuple[int, int] | None = None,
+    proc: str | None = None,
 ) -> Profile:
     """A broken driver state: the captured error text and nvidia-smi's exit code, for every call."""
-    return Profile(
-        name=name,
-        description=description,
-        kind="error",
-        error=f"nvidia-smi/errors/{fixture}",
-        error_lines=error_lines,
-        rc=rc,
-        proc_version=proc_version,
-    )
+    return Profile(name, description, "error", {}, f"nvidia-smi/errors/{fixture}", lines, rc, proc)
 
 
 _ALL: list[Profile] = [
-    _complete(
-        "h100-590.48.01", "1x H100 80GB HBM3, driver 590.48.01, CUDA 13.1", "h100-80gb-hbm3__590.48.01"
+    _gpu("h100-590.48.01", "h100-80gb-hbm3__590.48.01", "1x H100 80GB HBM3, driver 590.48.01, CUDA 13.1"),
+    _gpu(
+        "h200-mig-590.48.01", "h200-mig__590.48.01", "1x H200 in MIG mode (5 MIG devices), driver 590.48.01"
     ),
-    _complete(
-        "h200-mig-590.48.01", "1x H200 in MIG mode (5 MIG devices), driver 590.48.01", "h200-mig__590.48.01"
-    ),
-    _complete("l40s-595.80", "1x L40S, driver 595.80, CUDA 13.2", "l40s__595.80"),
-    _complete(
+    _gpu("l40s-595.80", "l40s__595.80", "1x L40S, driver 595.80, CUDA 13.2"),
+    _gpu(
         "rtx2080super-610.57.04",
-        "1x GeForce RTX 2080 SUPER, driver 610.57.04 (R610: KMD/CUDA UMD headers), CUDA 13.3",
         "rtx-2080-super__610.57.04",
+        "1x GeForce RTX 2080 SUPER, driver 610.57.04 (R610: KMD/CUDA UMD headers), CUDA 13.3",
     ),
-    _query_only(
-        "l40s-550.127.05", "1x L40S, driver 550.127.05, CUDA 12.4 (-a only)", "l40s__550.127.05", False
-    ),
-    _query_only(
+    _gpu("l40s-550.127.05", "l40s__550.127.05", "1x L40S, driver 550.127.05, CUDA 12.4 (-a only)"),
+    _gpu(
         "h100x8-565.57.01",
-        "8x H100 80GB HBM3 SXM, driver 565.57.01 (-a only)",
         "h100-80gb-hbm3-sxm-x8__565.57.01",
-        False,
+        "8x H100 80GB HBM3 SXM, driver 565.57.01 (-a only)",
     ),
-    _query_only("a40x10-550.127.05", "10x A40, driver 550.127.05 (-a only)", "a40-x10__550.127.05", False),
-    _query_only(
+    _gpu("a40x10-550.127.05", "a40-x10__550.127.05", "10x A40, driver 550.127.05 (-a only)"),
+    _gpu(
         "rtx4090x8-550.127.05",
-        "8x GeForce RTX 4090, driver 550.127.05 (table, -a)",
         "rtx-4090-x8__550.127.05",
+        "8x GeForce RTX 4090, driver 550.127.05 (table, -a)",
     ),
-    _query_only(
+    _gpu(
         "rtx4060tix2-550.54.14",
-        "2x GeForce RTX 4060 Ti, driver 550.54.14 (table, -a)",
         "rtx-4060-ti-x2__550.54.14",
+        "2x GeForce RTX 4060 Ti, driver 550.54.14 (table, -a)",
     ),
-    _query_only("h100nvlx2-550.54.14", "2x H100 NVL, driver 550.54.14 (table, -a)", "h100-nvl-x2__550.54.14"),
-    _query_only(
-        "rtx2000ada-550.54.15",
-        "1x RTX 2000 Ada, driver 550.54.15 (-a only)",
-        "rtx-2000-ada__550.54.15",
-        False,
-    ),
-    _query_only(
+    _gpu("h100nvlx2-550.54.14", "h100-nvl-x2__550.54.14", "2x H100 NVL, driver 550.54.14 (table, -a)"),
+    _gpu("rtx2000ada-550.54.15", "rtx-2000-ada__550.54.15", "1x RTX 2000 Ada, driver 550.54.15 (-a only)"),
+    _gpu(
         "rtx6000adax8-550.127.05",
-        "8x RTX 6000 Ada, driver 550.127.05 (table, -a)",
         "rtx-6000-ada-x8__550.127.05",
+        "8x RTX 6000 Ada, driver 550.127.05 (table, -a)",
     ),
-    _query_only(
+    _gpu(
         "gtx680-470.256.02",
-        "1x GeForce GTX 680, driver 470.256.02 (R470), CUDA 11.4 (-a only)",
         "gtx-680__470.256.02",
-        False,
+        "1x GeForce GTX 680, driver 470.256.02 (R470), CUDA 11.4 (-a only)",
     ),
-    _xml_only(
+    _gpu(
         "a100-mig-510.47.03",
-        "1x A100-SXM4-40GB in MIG mode (2 MIG devices), driver 510.47.03, CUDA 11.6 (-q -x only)",
         "a100-sxm4-40gb-mig__510.47.03",
+        "1x A100-SXM4-40GB in MIG mode (2 MIG devices), driver 510.47.03, CUDA 11.6 (-q -x only)",
     ),
-    _xml_only(
+    _gpu(
         "rtx2070x2-590.44.01",
-        "2x GeForce RTX 2070, driver 590.44.01, CUDA 13.1 (-q -x only)",
         "rtx-2070-x2__590.44.01",
+        "2x GeForce RTX 2070, driver 590.44.01, CUDA 13.1 (-q -x only)",
     ),
     _error(
         "driver-broken",
-        "driver not loaded: NVIDIA-SMI couldn't communicate with the NVIDIA driver (rc 9)",
         "failed-to-communicate-with-driver.txt",
         9,
+        "driver not loaded: NVIDIA-SMI couldn't communicate with the NVIDIA driver (rc 9)",
     ),
     _error(
         "no-devices",
-        "driver loaded, no GPU initialised: No devices were found (rc 6)",
         "no-devices-were-found.txt",
         6,
+        "driver loaded, no GPU initialised: No devices were found (rc 6)",
     ),
     _error(
         "gpu-lost",
-        "GPU fell off the bus: Unable to determine the device handle ... GPU is lost (rc 15)",
         "unable-to-determine-device-handle__gpu-is-lost.txt",
         15,
+        "GPU fell off the bus: Unable to determine the device handle ... GPU is lost (rc 15)",
     ),
     _error(
         "driver-mismatch",
-        "driver upgraded, not rebooted: NVML 580.178 vs kernel module 580.173.02 (rc 18)",
         "nvml-mismatch-with-proc-version__nvml-580.178_kmod-580.173.02.txt",
         18,
-        error_lines=(2, 3),
-        proc_version="proc-driver-nvidia-version/proprietary__580.173.02.txt",
+        "driver upgraded, not rebooted: NVML 580.178 vs kernel module 580.173.02 (rc 18)",
+        lines=(2, 3),
+        proc="proc-driver-nvidia-version/proprietary__580.173.02.txt",
     ),
     Profile(name="none", description="no NVIDIA driver: nvidia-smi is not installed", kind="absent"),
 ]
 
 PROFILES: dict[str, Profile] = {p.name: p for p in _ALL}
-
-
-def error_output(profile: Profile) -> bytes:
-    """The bytes an error profile prints: its fixture, or the given lines of a transcript fixture."""
-    if profile.error is None:
-        raise ValueError(f"profile {profile.name} is not an error profile")
-    data = (FIXTURES_DIR / profile.error).read_bytes()
-    if profile.error_lines is None:
-        return data
-    first, last = profile.error_lines
-    return b"".join(data.splitlines(keepends=True)[first - 1 : last])
 
 
 def _write(path: Path, data: bytes, mode: int = 0o644) -> None:
@@ -275,7 +220,10 @@ def stage(dest_root: Path, profile: str) -> None:
         sources[name] = fixture
     error: dict[str, object] | None = None
     if spec.error is not None:
-        _write(data_dir / "error.txt", error_output(spec))
+        text = (FIXTURES_DIR / spec.error).read_bytes()
+        if spec.error_lines:  # a transcript: the lines nvidia-smi printed (1-based, inclusive)
+            text = b"".join(text.splitlines(keepends=True)[spec.error_lines[0] - 1 : spec.error_lines[1]])
+        _write(data_dir / "error.txt", text)
         error = {"file": "error.txt", "rc": spec.rc}
         sources["error.txt"] = spec.error + (
             f" (lines {spec.error_lines[0]}-{spec.error_lines[1]})" if spec.error_lines else ""

@@ -71,25 +71,11 @@ def _option_value(args: list[str], i: int, name: str) -> tuple[str, int]:
     raise NoCapture
 
 
-def _split_csv_line(line: str) -> list[str]:
-    return line.split(", ")
-
-
-def _field_key(header: str) -> str:
-    """`memory.total [MiB]` -> `memory.total`."""
-    return header.split(" [", 1)[0]
-
-
-def _unit(header: str) -> str:
-    """`memory.total [MiB]` -> `MiB`; '' when the field has no unit."""
-    if " [" in header and header.endswith("]"):
-        return header.split(" [", 1)[1][:-1]
-    return ""
-
-
-def _strip_unit(value: str, unit: str) -> str:
-    if unit and value.endswith(" " + unit):
-        return value[: -len(unit) - 1]
+def _strip_unit(value: str, header: str) -> str:
+    """`80 MiB` -> `80` under header `memory.total [MiB]` (a header without a unit leaves it alone)."""
+    unit = header.partition(" [")[2]
+    if unit.endswith("]") and value.endswith(" " + unit[:-1]):
+        return value[: -len(unit)]
     return value
 
 
@@ -98,12 +84,10 @@ def query_gpu(allfields: bytes, fields_arg: str, format_arg: str) -> tuple[bytes
     options = [o.strip() for o in format_arg.split(",") if o.strip()]
     if "csv" not in options or any(o not in ("csv", "noheader", "nounits") for o in options):
         raise NoCapture
-    lines = allfields.decode("utf-8").split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    headers = _split_csv_line(lines[0])
-    rows = [_split_csv_line(line) for line in lines[1:]]
-    index = {_field_key(h): n for n, h in enumerate(headers)}
+    lines = allfields.decode("utf-8").removesuffix("\n").split("\n")
+    headers = lines[0].split(", ")
+    rows = [line.split(", ") for line in lines[1:]]
+    index = {h.split(" [", 1)[0]: n for n, h in enumerate(headers)}
     wanted = [f.strip() for f in fields_arg.split(",")]
     columns: list[int] = []
     for field in wanted:
@@ -115,10 +99,8 @@ def query_gpu(allfields: bytes, fields_arg: str, format_arg: str) -> tuple[bytes
     if "noheader" not in options:
         out.append(", ".join(headers[c] for c in columns))
     for row in rows:
-        if "nounits" in options:
-            out.append(", ".join(_strip_unit(row[c], _unit(headers[c])) for c in columns))
-        else:
-            out.append(", ".join(row[c] for c in columns))
+        nounits = "nounits" in options
+        out.append(", ".join(_strip_unit(row[c], headers[c]) if nounits else row[c] for c in columns))
     return ("\n".join(out) + "\n").encode("utf-8"), 0
 
 
