@@ -177,29 +177,10 @@ def register_env(prefix: Path) -> None:
 
 # -- installation --------------------------------------------------------------------------------------
 def install_wheel(prefix: Path, wheel: Path) -> str:
-    """Install a pure-Python wheel by unpacking it (how the bundled pip lands in an env); its version."""
-    sp = site_packages(prefix)
+    """Install the bundled pure-Python pip wheel by unpacking it into site-packages; its version."""
     with zipfile.ZipFile(wheel) as zf:
-        zf.extractall(sp)
-    name, version = wheel.name.split("-")[:2]
-    info = sp / f"{name}-{version}.dist-info"
-    (info / "INSTALLER").write_text("conda\n", encoding="utf-8")
-    entry_points = info / "entry_points.txt"
-    section = ""
-    for line in entry_points.read_text(encoding="utf-8").splitlines() if entry_points.is_file() else []:
-        line = line.strip()
-        section = line if line.startswith("[") else section
-        if section == "[console_scripts]" and "=" in line:
-            script, target = (x.strip() for x in line.split("=", 1))
-            module, func = target.split(":")
-            path = prefix / "bin" / script
-            path.write_text(
-                f"#!{prefix}/bin/python\nimport sys\nfrom {module} import {func}\n"
-                f"if __name__ == '__main__':\n    sys.exit({func}())\n",
-                encoding="utf-8",
-            )
-            path.chmod(0o755)
-    return version
+        zf.extractall(site_packages(prefix))
+    return wheel.name.split("-")[1]
 
 
 def make_env_python(prefix: Path) -> None:
@@ -208,15 +189,7 @@ def make_env_python(prefix: Path) -> None:
     venv.EnvBuilder(with_pip=False, symlinks=True).create(str(prefix))
     binary = prefix / "bin" / f"python{'.'.join(platform.python_version_tuple()[:2])}"
     real = Path(os.path.realpath(prefix / "bin" / "python"))
-    for name in (
-        binary.name,
-        "python",
-        "python3",
-        "activate",
-        "activate.csh",
-        "activate.fish",
-        "Activate.ps1",
-    ):
+    for name in (binary.name, "python", "python3"):
         (prefix / "bin" / name).unlink(missing_ok=True)
     shutil.copy2(real, binary)
     for name in ("python", "python3"):
@@ -267,12 +240,12 @@ def env_create(ctx: Context, file: str, target: str, cmd_line: str) -> int:
     chans = list(dict.fromkeys(chans))
     urls = [f"{u}/{sub}" for u in ctx.channel_urls(chans) for sub in ("linux-64", "noarch")]
     prefix = Path(os.path.abspath(os.path.expanduser(target)))
-    print("Channels:\n" + "".join(f" - {c}\n" for c in chans) + "Platform: linux-64", flush=True)
-    print("Collecting package metadata (repodata.json): done", flush=True)
+    print("Channels:\n" + "".join(f" - {c}\n" for c in chans) + "Platform: linux-64")
+    print("Collecting package metadata (repodata.json): done")
     host_py = platform.python_version()
     wrong = [s.text for s in specs if s.name == "python" and not python_matches(s, host_py)]
     if wrong or not urls:
-        print("Solving environment: failed\n", flush=True)
+        print("Solving environment: failed\n")
         raise packages_not_found(wrong or [s.text for s in specs], urls)
 
     def record(name: str, version: str, note: str) -> dict[str, Any]:
@@ -294,7 +267,7 @@ def env_create(ctx: Context, file: str, target: str, cmd_line: str) -> int:
         if pip_reqs:  # the "solve" of the other conda packages is pip's resolver
             proc = run_pip(prefix, ["install", *[s.name + s.pip_constraint() for s in pip_reqs]])
             if proc.returncode != 0:
-                print("Solving environment: failed\n", flush=True)
+                print("Solving environment: failed\n")
                 out = proc.stdout + proc.stderr
                 gone = re.findall(
                     r"(?:No matching distribution found for|satisfies the requirement) (\S+)", out
@@ -307,14 +280,11 @@ def env_create(ctx: Context, file: str, target: str, cmd_line: str) -> int:
                 raise CondaError(
                     f"stand-in: pip could not install the conda dependencies:\n{proc.stderr.strip()}"
                 )
-        print("Solving environment: done", flush=True)
+        print("Solving environment: done")
         for rec in records:
             write_record(prefix, rec)
         append_history(ctx, prefix, cmd_line, records, [s.text for s in specs])
-        print(
-            "Preparing transaction: done\nVerifying transaction: done\nExecuting transaction: done",
-            flush=True,
-        )
+        print("Preparing transaction: done\nVerifying transaction: done\nExecuting transaction: done")
     except BaseException:
         if created:
             shutil.rmtree(prefix, ignore_errors=True)
@@ -343,9 +313,9 @@ def _pip_section(prefix: Path, spec_file: Path, pip_deps: list[str]) -> None:
         os.unlink(req)
     argv = [str(prefix / "bin" / "python"), "-m", "pip", *args]
     print(f"Installing pip dependencies: ...working... Ran pip subprocess with arguments:\n{argv}")
-    print(f"Pip subprocess output:\n{proc.stdout}", flush=True)
+    print(f"Pip subprocess output:\n{proc.stdout}")
     if proc.returncode != 0:
-        print(f"Pip subprocess error:\n{proc.stderr}\nfailed", flush=True)
+        print(f"Pip subprocess error:\n{proc.stderr}\nfailed")
         raise CondaError("Pip failed", "CondaEnvException")
     print("done")
 
