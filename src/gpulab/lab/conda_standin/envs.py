@@ -1,163 +1,195 @@
-"""`conda env create`, `conda list`, `conda env list`: real venvs, pip, recorded conda-only packages."""
+"""`conda env create --file F --prefix P`, `conda list --prefix P --json`, `conda env list --json`: real
+venvs and pip, conda-only packages recorded in `conda-meta/`, history and environments.txt."""
 
 from __future__ import annotations
 
 import json
 import os
+import platform
+import pwd
 import re
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
+import time
 import venv
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import errors, specs
-from .context import Context, channel_url, faults
-from .prefix import (
-    STANDIN_NOTE,
-    append_history,
-    conda_records,
-    dist_fields,
-    is_environment,
-    known_prefixes,
-    list_packages,
-    make_record,
-    register_env,
-    site_packages,
-    write_record,
-    write_state_vars,
-)
+from . import CondaError, tos
+from .context import Context, channel_name, channel_url, home
+from .shell import find_env, is_environment
 
-VALID_KEYS = ("name", "prefix", "channels", "dependencies", "variables")
-PIP_NAG = (
-    "Warning: you have pip-installed dependencies in your environment file, but you do not list pip itself "
-    "as one of your conda dependencies.  Conda may not use the correct pip to install your packages, and "
-    "they may end up in the wrong place.  Please add an explicit pip dependency.  I'm adding one for you, "
-    "but still nagging you."
+# Packages that exist only as conda builds (CUDA runtime pieces, conda's PyTorch builds, MKL, ...): the
+# stand-in RECORDS them in conda-meta and installs nothing, so they never pretend to work.
+# fmt: off
+CONDA_ONLY = frozenset({
+    "cuda-version", "cudatoolkit", "cudnn", "nccl", "mkl", "mkl-service", "intel-openmp", "libtorch", "magma",
+    "pytorch", "pytorch-gpu", "pytorch-cpu", "pytorch-cuda", "pytorch-mutex", "torchvision", "torchaudio",
+    "cupy", "_openmp_mutex", "libgcc", "libgcc-ng", "libstdcxx", "libstdcxx-ng",
+})
+# fmt: on
+CONDA_ONLY_PREFIXES = ("cuda-", "libcu", "libnv", "libnccl", "nvidia-")
+# The version recorded for a conda-only package whose spec names none (stand-in choice), else "0".
+DEFAULT_VERSIONS = {
+    "pytorch": "2.5.1",
+    "pytorch-gpu": "2.5.1",
+    "pytorch-cpu": "2.5.1",
+    "cuda-version": "12.6",
+}
+STANDIN_NOTE = (
+    "gpulab stand-in record: conda-only package, NOT installed (nothing was downloaded or linked); "
+    "it does not work in this environment"
 )
 PYTHON_NOTE = "gpulab stand-in record: the host's python3 interpreter through a venv"
 PIP_NOTE = "gpulab stand-in record: pip unpacked from the wheel bundled in the installer"
+_SPEC_RE = re.compile(r"^\s*(?:(?P<channel>[^\s:]+)::)?(?P<name>[A-Za-z0-9_.\-]+)\s*(?P<rest>.*?)\s*$")
 
 
-@dataclass
-class EnvFile:
-    path: Path
-    name: str | None = None
-    channels: list[str] = field(default_factory=list)
-    conda_deps: list[str] = field(default_factory=list)
-    pip_deps: list[str] = field(default_factory=list)
-    variables: dict[str, Any] = field(default_factory=dict)
+# -- a small MatchSpec: conda-only record or pip requirement ------------------------------------------
+@dataclass(frozen=True)
+class Spec:
+    text: str
+    channel: str | None
+    name: str
+    version: str  # conda version constraint, "" for any
+
+    @property
+    def conda_only(self) -> bool:
+        return self.name.lower() in CONDA_ONLY or self.name.lower().startswith(CONDA_ONLY_PREFIXES)
+
+    def pip_constraint(self) -> str:
+        """The pip specifier of the conda constraint: `=1.2`, `1.2`, `1.2.*` -> `==1.2.*`."""
+        out = []
+        for part in filter(None, (p.strip() for p in self.version.split(","))):
+            if part[0].isdigit() or (part[0] == "=" and part[1:2] != "="):
+                out.append("==" + part.lstrip("=").rstrip(".*") + ".*")
+            else:
+                out.append(part)
+        return ",".join(out)
+
+    def record_version(self) -> str:
+        m = re.match(r"^(?:==|=|>=|~=)?\s*([0-9][0-9A-Za-z.]*)", self.version)
+        return m.group(1).rstrip(".*") if m else DEFAULT_VERSIONS.get(self.name.lower(), "0")
 
 
-def say(ctx: Context, text: str) -> None:
-    if not ctx.json:
-        print(text, flush=True)
+def parse(text: str) -> Spec:
+    m = _SPEC_RE.match(text)
+    if not m:
+        raise CondaError(f"Invalid spec '{text}'", "InvalidMatchSpec")
+    rest = m.group("rest")
+    if rest.startswith("=") and not rest.startswith("=="):
+        version = "=" + rest[1:].split("=")[0]  # name=version=build
+    elif rest.startswith(("==", "<", ">", "!", "~")):
+        version = rest.replace(" ", "")
+    else:
+        version = (rest.split() or [""])[0]  # name version build
+    return Spec(text.strip(), m.group("channel"), m.group("name"), version)
 
 
-def load_env_file(path_text: str) -> EnvFile:
-    """environment.yml schema (facts §3); a missing file -> EnvironmentFileNotFound (facts §2.1)."""
-    import yaml
+def python_matches(spec: Spec, version: str) -> bool:
+    from pip._vendor.packaging.specifiers import InvalidSpecifier, SpecifierSet  # the base's pip
 
-    path = Path(os.path.abspath(os.path.expanduser(path_text)))
-    if not path.is_file():
-        raise errors.EnvironmentFileNotFound(str(path))
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise errors.EnvironmentFileInvalid(f"Provided environment.yaml is invalid: {exc}") from None
-    if not isinstance(data, dict) or "dependencies" not in data:
-        raise errors.EnvironmentFileInvalid(
-            "Provided environment.yaml is invalid: Missing required field 'dependencies'"
-        )
-    bad = [k for k in data if k not in VALID_KEYS]
-    if bad:
-        sys.stderr.write(
-            f"EnvironmentSectionNotValid: The following section on '{path}' is invalid and will be ignored:\n"
-            + "".join(f" - {k}\n" for k in bad)
-        )
-    env = EnvFile(
-        path, str(data["name"]) if data.get("name") else None, [str(c) for c in data.get("channels") or []]
-    )
-    env.variables = dict(data.get("variables") or {})
-    for dep in data.get("dependencies") or []:
-        if isinstance(dep, dict):
-            env.pip_deps += [str(x) for x in dep.get("pip") or []]
-        else:
-            env.conda_deps.append(str(dep))
-    if env.pip_deps and not any(specs.parse(d).name == "pip" for d in env.conda_deps):
-        sys.stderr.write(PIP_NAG + "\n")
-        env.conda_deps.append("pip")
-    return env
+        return SpecifierSet(spec.pip_constraint()).contains(version)
+    except InvalidSpecifier:
+        return True
 
 
-def locate(ctx: Context, name: str | None, prefix: str | None) -> Path | None:
-    """-p PATH, or -n NAME: an existing env in any envs dir, else the first writable envs dir."""
-    if prefix:
-        return Path(os.path.abspath(os.path.expanduser(prefix)))
-    if not name:
-        return None
-    if name in ("base", "root"):
-        return ctx.root_prefix
-    found = [d / name for d in ctx.envs_dirs if is_environment(d / name)]
-    return found[0] if found else ctx.first_writable_envs_dir() / name
+# -- what lives in a prefix ----------------------------------------------------------------------------
+def site_packages(prefix: Path) -> Path:
+    return min((prefix / "lib").glob("python3*/site-packages"))
 
 
-def existing_env(ctx: Context, name: str | None, prefix: str | None) -> Path:
-    target = locate(ctx, name, prefix) or Path(os.environ.get("CONDA_PREFIX") or ctx.root_prefix)
-    if not is_environment(target):
-        raise errors.EnvironmentLocationNotFound(str(target))
-    return target
+def make_record(name: str, version: str, channel: str, spec: str, note: str) -> dict[str, Any]:
+    """A `conda-meta/<name>-<version>-standin_0.json` record (marked as the stand-in's)."""
+    fn = f"{name}-{version}-standin_0.conda"
+    return {
+        "build": "standin_0", "build_number": 0, "channel": f"{channel}/linux-64", "fn": fn, "name": name,
+        "requested_spec": spec, "subdir": "linux-64", "url": f"{channel}/linux-64/{fn}", "version": version,
+        "gpulab_standin_note": note,
+    }  # fmt: skip
 
 
-# -- installation ----------------------------------------------------------------------------------
+def conda_records(prefix: Path) -> list[dict[str, Any]]:
+    out = []
+    for path in sorted((prefix / "conda-meta").glob("*.json")):
+        try:
+            rec = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(rec, dict) and {"name", "version", "build"} <= set(rec):
+            out.append(rec)
+    return out
+
+
+def write_record(prefix: Path, record: dict[str, Any]) -> None:
+    meta = prefix / "conda-meta"
+    meta.mkdir(parents=True, exist_ok=True)
+    for old in conda_records(prefix):
+        if old["name"] == record["name"]:
+            (meta / f"{old['name']}-{old['version']}-{old['build']}.json").unlink(missing_ok=True)
+    path = meta / f"{record['name']}-{record['version']}-{record['build']}.json"
+    path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def dist_fields(rec: dict[str, Any]) -> dict[str, Any]:
+    """`dist_fields_dump()` of a conda record: the 8 keys of a `conda list --json` entry (facts §2.7)."""
+    base = str(rec["channel"]).rsplit("/", 1)[0]
+    name, version, build = rec["name"], rec["version"], rec["build"]
+    return {
+        "base_url": base, "build_number": rec.get("build_number", 0), "build_string": build,
+        "channel": channel_name(base), "dist_name": f"{name}-{version}-{build}", "name": name,
+        "platform": rec.get("subdir", "linux-64"), "version": version,
+    }  # fmt: skip
+
+
+def append_history(
+    ctx: Context, prefix: Path, cmd: str, added: list[dict[str, Any]], specs: list[str], channel: str = ""
+) -> None:
+    """One `conda-meta/history` revision (facts §7.4); `channel` names the channel of every added record
+    (the installer's records show the configured name, `defaults`), else each record's own."""
+    lines = [
+        f"==> {time.strftime('%Y-%m-%d %H:%M:%S')} <==",
+        f"# cmd: {cmd}",
+        f"# conda version: {ctx.conda_version}",
+    ]
+    for r in added:
+        lines.append(f"+{channel or channel_name(dist_fields(r)['base_url'])}/{r['subdir']}::{r['fn'][:-6]}")
+    lines.append(f"# update specs: {json.dumps(specs)}")
+    with (prefix / "conda-meta" / "history").open("a", encoding="utf-8") as fh:
+        fh.write("\n".join(lines) + "\n")
+
+
+def register_env(prefix: Path) -> None:
+    """Add the prefix to `~/.conda/environments.txt` (best effort, as conda does)."""
+    path = home() / ".conda" / "environments.txt"
+    try:
+        if str(prefix) not in (path.read_text(encoding="utf-8").splitlines() if path.exists() else []):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("a", encoding="utf-8") as fh:
+                fh.write(f"{prefix}\n")
+    except OSError:
+        pass
+
+
+# -- installation --------------------------------------------------------------------------------------
 def install_wheel(prefix: Path, wheel: Path) -> str:
-    """Install a pure-Python wheel by unpacking it (how the bundled pip lands in an env); its version."""
-    sp = site_packages(prefix)
-    assert sp is not None
+    """Install the bundled pure-Python pip wheel by unpacking it into site-packages; its version."""
     with zipfile.ZipFile(wheel) as zf:
-        zf.extractall(sp)
-    name, version = wheel.name.split("-")[:2]
-    info = sp / f"{name}-{version}.dist-info"
-    (info / "INSTALLER").write_text("conda\n", encoding="utf-8")
-    section = ""
-    entry_points = info / "entry_points.txt"
-    for line in entry_points.read_text(encoding="utf-8").splitlines() if entry_points.is_file() else []:
-        line = line.strip()
-        if line.startswith("["):
-            section = line
-        elif section == "[console_scripts]" and "=" in line:
-            script, target = (x.strip() for x in line.split("=", 1))
-            module, func = target.split(":")
-            path = prefix / "bin" / script
-            path.write_text(
-                f"#!{prefix}/bin/python\nimport sys\nfrom {module} import {func}\n"
-                f"if __name__ == '__main__':\n    sys.exit({func}())\n",
-                encoding="utf-8",
-            )
-            path.chmod(0o755)
-    return version
+        zf.extractall(site_packages(prefix))
+    return wheel.name.split("-")[1]
 
 
 def make_env_python(prefix: Path) -> None:
     """A venv of the host's python3 laid out like a conda env: `bin/python3.X` is the env's own copy of the
     interpreter and `python`, `python3` link to it, so `bin/python` resolves inside the env, as in conda."""
     venv.EnvBuilder(with_pip=False, symlinks=True).create(str(prefix))
-    binary = prefix / "bin" / f"python{sys.version_info.major}.{sys.version_info.minor}"
+    binary = prefix / "bin" / f"python{'.'.join(platform.python_version_tuple()[:2])}"
     real = Path(os.path.realpath(prefix / "bin" / "python"))
-    for name in (
-        binary.name,
-        "python",
-        "python3",
-        "activate",
-        "activate.csh",
-        "activate.fish",
-        "Activate.ps1",
-    ):
+    for name in (binary.name, "python", "python3"):
         (prefix / "bin" / name).unlink(missing_ok=True)
     shutil.copy2(real, binary)
     for name in ("python", "python3"):
@@ -167,222 +199,162 @@ def make_env_python(prefix: Path) -> None:
 def run_pip(prefix: Path, args: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1")
     env.pop("PYTHONPATH", None)
-    return subprocess.run(
-        [str(prefix / "bin" / "python"), "-m", "pip", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        check=False,
+    cmd = [str(prefix / "bin" / "python"), "-m", "pip", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd, check=False)
+
+
+def packages_not_found(packages: list[str], urls: list[str]) -> CondaError:
+    return CondaError(
+        "The following packages are not available from current channels:\n\n"
+        + "".join(f"  - {p}\n" for p in packages)
+        + "\nCurrent channels:\n\n"
+        + "".join(f"  - {c}\n" for c in urls)
+        + "\nTo search for alternate channels that may provide the conda package you're\n"
+        "looking for, navigate to\n\n    https://anaconda.org\n\n"
+        "and use the search bar at the top of the page.\n",
+        "PackagesNotFoundError",
     )
 
 
-def _not_found(output: str) -> list[str]:
-    names = re.findall(r"(?:No matching distribution found for|satisfies the requirement) ([^\s]+)", output)
-    return list(dict.fromkeys(names))
+def env_create(ctx: Context, file: str, target: str, cmd_line: str) -> int:
+    """`conda env create --file F --prefix P` (conda-facts §2.1): solve (python must be the host's; the
+    other non-conda-only packages are pip's to resolve), transaction, then the `pip:` step. A failed
+    solve or transaction removes a prefix it created."""
+    import yaml
 
-
-def _channel_for(ctx: Context, spec: specs.Spec, chans: list[str]) -> str:
-    chan = spec.channel or (chans[0] if chans else "conda-forge")
-    return ctx.default_channels[0] if chan == "defaults" else channel_url(chan)
-
-
-def install_env(ctx: Context, prefix: Path, env: EnvFile, cmd_line: str) -> list[dict[str, Any]]:
-    """Solve, "transaction", then the pip step. A failed transaction removes a prefix it created."""
-    chans = list(
-        dict.fromkeys(
-            [c for c in env.channels if c != "nodefaults"]
-            + ([] if "nodefaults" in env.channels else ctx.channels)
-        )
+    tos.gate(ctx)
+    path = Path(os.path.abspath(os.path.expanduser(file)))
+    if not path.is_file():
+        raise CondaError(f"'{path}' file not found", "EnvironmentFileNotFound")
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data = data if isinstance(data, dict) else {}
+    deps = data.get("dependencies") or []
+    specs = [parse(str(d)) for d in deps if not isinstance(d, dict)]
+    pip_deps = [str(x) for d in deps if isinstance(d, dict) for x in d.get("pip") or []]
+    if pip_deps and not any(s.name == "pip" for s in specs):
+        specs.append(parse("pip"))  # conda adds it (with a nag on stderr)
+    file_chans = [str(c) for c in data.get("channels") or []]
+    chans = [c for c in file_chans if c != "nodefaults"] + (
+        [] if "nodefaults" in file_chans else ctx.channels
     )
-    subdir_urls = ctx.channel_subdir_urls(chans)
-    parsed = [specs.parse(d) for d in env.conda_deps]
-    active = faults()
-    say(ctx, "Channels:\n" + "".join(f" - {c}\n" for c in chans) + "Platform: linux-64")
-    say(ctx, "Collecting package metadata (repodata.json): done")
-    host_py = ".".join(str(x) for x in sys.version_info[:3])
-    missing = [s.text for s in parsed if s.name == "python" and not specs.version_matches(s.version, host_py)]
-    if missing or not subdir_urls:
-        say(ctx, "Solving environment: failed\n")
-        raise errors.PackagesNotFoundError(missing or [s.text for s in parsed], subdir_urls)
-    if "env-create=solve" in active:
-        say(ctx, "Solving environment: failed\n")
-        first = next((s.text for s in parsed if s.conda_only), parsed[0].text if parsed else "python")
-        raise errors.LibMambaUnsatisfiableError(
-            "Could not solve for environment specs\nThe following package could not be installed\n"
-            f"\u2514\u2500 {first} is not installable because it requires\n"
-            "   \u2514\u2500 __cuda, which is missing on the system."
-        )
-    created_here = not prefix.exists()
-    old = {(r["name"], r["version"], r["channel"]) for r in conda_records(prefix)}
+    chans = list(dict.fromkeys(chans))
+    urls = [f"{u}/{sub}" for u in ctx.channel_urls(chans) for sub in ("linux-64", "noarch")]
+    prefix = Path(os.path.abspath(os.path.expanduser(target)))
+    print("Channels:\n" + "".join(f" - {c}\n" for c in chans) + "Platform: linux-64")
+    print("Collecting package metadata (repodata.json): done")
+    host_py = platform.python_version()
+    wrong = [s.text for s in specs if s.name == "python" and not python_matches(s, host_py)]
+    if wrong or not urls:
+        print("Solving environment: failed\n")
+        raise packages_not_found(wrong or [s.text for s in specs], urls)
+
+    def record(name: str, version: str, note: str) -> dict[str, Any]:
+        spec = next((s for s in specs if s.name == name), parse(name))
+        chan = spec.channel or (chans[0] if chans else "conda-forge")
+        base = str((ctx.rc.get("default_channels") or ["https://repo.anaconda.com/pkgs/main"])[0])
+        return make_record(name, version, base if chan == "defaults" else channel_url(chan), spec.text, note)
+
+    created = not prefix.exists()
     try:
         if not (prefix / "pyvenv.cfg").is_file():
             make_env_python(prefix)
-
-        def record(spec: specs.Spec, version: str, note: str, noarch: bool = False) -> dict[str, Any]:
-            channel = _channel_for(ctx, spec, chans)
-            return make_record(spec.name, version, channel, noarch=noarch, note=note, spec=spec.text)
-
-        records = [
-            record(
-                next((s for s in parsed if s.name == "python"), specs.parse("python")), host_py, PYTHON_NOTE
-            )
-        ]
-        pip_reqs = [s for s in parsed if s.name not in ("python", "pip") and not s.conda_only]
-        if any(s.name == "pip" for s in parsed) or pip_reqs:
-            sp = site_packages(prefix)
-            have = sorted(sp.glob("pip-*.dist-info")) if sp else []
-            version = have[0].name.split("-")[1].removesuffix(".dist") if have else ""
-            pip_spec = next((s for s in parsed if s.name == "pip"), specs.parse("pip"))
-            records.append(
-                record(pip_spec, version or install_wheel(prefix, bundled_pip(ctx)), PIP_NOTE, True)
-            )
-        records += [
-            record(s, s.record_version(), STANDIN_NOTE, s.name in specs.NOARCH)
-            for s in parsed
-            if s.conda_only
-        ]
-        if pip_reqs:  # the "solve" of the other conda packages is pip's resolver, before the plan is shown
-            proc = run_pip(prefix, ["install", *[s.pip_requirement() for s in pip_reqs]])
+        records = [record("python", host_py, PYTHON_NOTE)]
+        pip_reqs = [s for s in specs if s.name not in ("python", "pip") and not s.conda_only]
+        if pip_reqs or any(s.name == "pip" for s in specs):
+            wheel = max((ctx.root_prefix / "lib" / "gpulab-standin" / "wheels").glob("pip-*.whl"))
+            records.append(record("pip", install_wheel(prefix, wheel), PIP_NOTE))
+        records += [record(s.name, s.record_version(), STANDIN_NOTE) for s in specs if s.conda_only]
+        if pip_reqs:  # the "solve" of the other conda packages is pip's resolver
+            proc = run_pip(prefix, ["install", *[s.name + s.pip_constraint() for s in pip_reqs]])
             if proc.returncode != 0:
-                say(ctx, "Solving environment: failed\n")
+                print("Solving environment: failed\n")
+                out = proc.stdout + proc.stderr
+                gone = re.findall(
+                    r"(?:No matching distribution found for|satisfies the requirement) (\S+)", out
+                )
                 by_name = {s.name.lower(): s.text for s in pip_reqs}
-                gone = [
-                    by_name.get(specs.parse(g).name.lower(), g) for g in _not_found(proc.stdout + proc.stderr)
-                ]
                 if gone:
-                    raise errors.PackagesNotFoundError(gone, subdir_urls)
-                raise errors.CondaError(
+                    raise packages_not_found(
+                        [by_name.get(parse(g).name.lower(), g) for g in dict.fromkeys(gone)], urls
+                    )
+                raise CondaError(
                     f"stand-in: pip could not install the conda dependencies:\n{proc.stderr.strip()}"
                 )
-        say(ctx, "Solving environment: done")
-        changed = [r for r in records if (r["name"], r["version"], r["channel"]) not in old]
-        if changed:
-            say(
-                ctx,
-                f"\n## Package Plan ##\n\n  environment location: {prefix}\n\n"
-                "The following NEW packages will be INSTALLED:\n",
-            )
-            say(
-                ctx,
-                "".join(
-                    f"  {r['name']:<18} {dist_fields(r)['channel']}/{r['subdir']}::"
-                    f"{dist_fields(r)['dist_name']}\n"
-                    for r in changed
-                ),
-            )
-        # Fault: SIGKILL mid-transaction leaves half the records and no history (facts §6.5).
-        if "env-create=interrupt" in active:
-            for rec in changed[: max(1, len(changed) // 2)]:
-                write_record(prefix, rec)
-            sys.stdout.flush()
-            os.kill(os.getpid(), signal.SIGKILL)
-        for rec in changed:
+        print("Solving environment: done")
+        for rec in records:
             write_record(prefix, rec)
-        append_history(ctx, prefix, cmd_line, changed, env.conda_deps)
-        say(ctx, "Preparing transaction: done\nVerifying transaction: done\nExecuting transaction: done")
+        append_history(ctx, prefix, cmd_line, records, [s.text for s in specs])
+        print("Preparing transaction: done\nVerifying transaction: done\nExecuting transaction: done")
     except BaseException:
-        if created_here:
+        if created:
             shutil.rmtree(prefix, ignore_errors=True)
         raise
     register_env(prefix)
-    if env.pip_deps:
-        _pip_section(ctx, prefix, env)
-    if env.variables:
-        write_state_vars(prefix, env.variables)
-    return changed
+    if pip_deps:
+        _pip_section(prefix, path, pip_deps)
+    if data.get("variables"):  # `variables:` -> conda-meta/state, exported by activation (conda-facts §2.1)
+        state = {"env_vars": {str(k): str(v) for k, v in data["variables"].items()}}
+        (prefix / "conda-meta" / "state").write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
+    return 0
 
 
-def bundled_pip(ctx: Context) -> Path:
-    wheels = sorted((ctx.root_prefix / "lib" / "gpulab-standin" / "wheels").glob("pip-*.whl"))
-    if not wheels:
-        raise errors.CondaError("stand-in: the bundled pip wheel is missing from the base prefix")
-    return wheels[-1]
-
-
-def _pip_section(ctx: Context, prefix: Path, env: EnvFile) -> None:
+def _pip_section(prefix: Path, spec_file: Path, pip_deps: list[str]) -> None:
     """The `pip:` step (conda-facts §2.1): the entries joined by newlines into a requirements file next to the
-    env file, `pip install -U -r ... --exists-action=b` run in that directory (else in conda's own cwd)."""
-    workdir = env.path.parent if os.access(env.path.parent, os.W_OK) else None
+    env file, `pip install -U -r ... --exists-action=b` run in that directory (else in conda's own cwd);
+    a failure is `CondaEnvException: Pip failed` and the conda part stays."""
+    workdir = spec_file.parent if os.access(spec_file.parent, os.W_OK) else None
     fd, req = tempfile.mkstemp(prefix="condaenv.", suffix=".requirements.txt", dir=workdir, text=True)
     with os.fdopen(fd, "w") as fh:
-        fh.write("\n".join(env.pip_deps) + "\n")
+        fh.write("\n".join(pip_deps) + "\n")
     args = ["install", "-U", "-r", req, "--exists-action=b"]
     try:
         proc = run_pip(prefix, args, cwd=workdir)
     finally:
         os.unlink(req)
     argv = [str(prefix / "bin" / "python"), "-m", "pip", *args]
-    say(ctx, f"Installing pip dependencies: ...working... Ran pip subprocess with arguments:\n{argv}")
-    say(ctx, f"Pip subprocess output:\n{proc.stdout}")
+    print(f"Installing pip dependencies: ...working... Ran pip subprocess with arguments:\n{argv}")
+    print(f"Pip subprocess output:\n{proc.stdout}")
     if proc.returncode != 0:
-        say(ctx, f"Pip subprocess error:\n{proc.stderr}\nfailed")
-        raise errors.CondaEnvException("Pip failed")
-    say(ctx, "done")
+        print(f"Pip subprocess error:\n{proc.stderr}\nfailed")
+        raise CondaError("Pip failed", "CondaEnvException")
+    print("done")
 
 
-# -- commands --------------------------------------------------------------------------------------
-def env_create(ctx: Context, args: Any, cmd_line: str) -> int:
-    """`conda env create -f F -p P|-n N [--yes] [--json]` (facts §2.1)."""
-    from . import tos
-
-    tos.gate(ctx)
-    env = load_env_file(args.file)
-    name = args.name or (None if args.prefix else env.name)
-    if name in ("base", "root") and not args.prefix:
-        raise errors.CondaValueError(f"'{name}' is a reserved environment name")
-    if name and not args.prefix and any(c in name for c in "/ :#"):
-        raise errors.CondaValueError(
-            f"Invalid environment name: {name!r}\n  Characters not allowed: ('/', ' ', ':', '#')"
-        )
-    prefix = locate(ctx, name, args.prefix)
-    if prefix is None:
-        raise errors.CondaEnvException(
-            "Unable to create environment\nPlease re-run this command with one of the following options:\n\n"
-            "* Provide an environment name via --name or -n\n* Provide a path on disk via --prefix or -p\n"
-        )
-    if prefix == ctx.root_prefix:
-        raise errors.CondaValueError("'base' is a reserved environment name")
-    if args.yes and prefix.exists():  # --yes recreates; without it 25.5-25.11 install into the existing env
-        shutil.rmtree(prefix)
-    linked = install_env(ctx, prefix, env, cmd_line)
-    if ctx.json:
-        actions = {"FETCH": [], "LINK": [dist_fields(r) for r in linked], "PREFIX": str(prefix), "UNLINK": []}
-        print(json.dumps({"actions": actions, "prefix": str(prefix), "success": True}, indent=2))
-    else:
-        shown = name if name and not args.prefix else str(prefix)
-        say(
-            ctx,
-            f"#\n# To activate this environment, use\n#\n#     $ conda activate {shown}\n#\n"
-            "# To deactivate an active environment, use\n#\n#     $ conda deactivate\n",
-        )
-    return 0
-
-
-def list_cmd(ctx: Context, args: Any) -> int:
-    """`conda list -n|-p [--json]` (facts §2.7)."""
-    prefix = existing_env(ctx, args.name, args.prefix)
-    items = list_packages(prefix)
-    if ctx.json:
-        print(json.dumps(items, indent=2))
-        return 0
-    print(f"# packages in environment at {prefix}:\n#\n# {'Name':<23} {'Version':<15} {'Build':>15}  Channel")
-    for i in items:
-        print(f"{i['name']:<25} {i['version']:<15} {i['build_string']:>15}  {i['channel']}")
+# -- listing -------------------------------------------------------------------------------------------
+def list_cmd(ctx: Context, target: str) -> int:
+    """`conda list --prefix P --json` (facts §2.7): conda records, then pip-only dists as `pypi`/`pypi_0`,
+    sorted by name."""
+    prefix = find_env(ctx, None, target)
+    recs = conda_records(prefix)
+    items = [dist_fields(r) for r in recs]
+    conda_names = {re.sub(r"[-_.]+", "-", r["name"]).lower() for r in recs}
+    for info in sorted(site_packages(prefix).glob("*.dist-info")):
+        try:
+            head = (info / "METADATA").read_text(encoding="utf-8", errors="replace").split("\n\n", 1)[0]
+        except OSError:
+            continue
+        meta = {k: v.strip() for k, _, v in reversed([line.partition(":") for line in head.splitlines()])}
+        name, version = re.sub(r"[-_.]+", "-", meta.get("Name", "")).lower(), meta.get("Version", "")
+        if name and version and name not in conda_names:
+            pypi = {"channel": "https://conda.anaconda.org/pypi/pypi", "subdir": "pypi", "build": "pypi_0"}
+            items.append(dist_fields({**pypi, "name": name, "version": version}))
+    print(json.dumps(sorted(items, key=lambda d: d["name"]), indent=2))
     return 0
 
 
 def env_list(ctx: Context) -> int:
-    """`conda env list [--json]` (facts §2.5): `envs`, the key every version's JSON layout has."""
-    envs = known_prefixes(ctx)
-    if ctx.json:
-        print(json.dumps({"envs": envs}, indent=2))
-        return 0
-    print("# conda environments:\n#")
-    active = os.environ.get("CONDA_PREFIX")
-    for p in envs:
-        name = (
-            "base" if p == str(ctx.root_prefix) else Path(p).name if Path(p).parent in ctx.envs_dirs else ""
-        )
-        print(f"{name:20} {'*' if p == active else ' '} {p}")
+    """`conda env list --json` (facts §2.5): `{"envs": [...]}` (the key every version's layout has) from
+    environments.txt (every user's when root), the envs dirs and the root, `sorted(set(...))`."""
+    homes = {Path(e.pw_dir) for e in pwd.getpwall()} if os.geteuid() == 0 else set()
+    found = {str(ctx.root_prefix)}
+    for h in homes | {home()}:
+        try:
+            found.update(
+                p.strip()
+                for p in (h / ".conda" / "environments.txt").read_text(encoding="utf-8").splitlines()
+            )
+        except OSError:
+            continue
+    found.update(str(sub) for d in ctx.envs_dirs if d.is_dir() for sub in d.iterdir())
+    print(json.dumps({"envs": sorted(p for p in found if p and is_environment(Path(p)))}, indent=2))
     return 0

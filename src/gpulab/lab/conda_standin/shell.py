@@ -1,16 +1,16 @@
-"""`etc/profile.d/conda.sh`, `conda shell.posix hook|activate|deactivate` and `conda run`."""
+"""`etc/profile.d/conda.sh`, `conda shell.posix activate` (what its `conda activate` runs) and `conda run`."""
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import subprocess
 import sys
 from pathlib import Path
 
-from . import errors
+from . import CondaError
 from .context import Context
-from .prefix import is_environment, state_vars
 
 # The `conda` shell function of conda.sh: `conda activate|deactivate` evaluate what
 # `conda shell.posix activate|deactivate` prints; every other subcommand runs the conda executable.
@@ -46,8 +46,9 @@ fi
 """
 
 
-def _q(value: str) -> str:
-    return shlex.quote(value) if value else "''"
+def is_environment(prefix: Path) -> bool:
+    """conda's own test (`PrefixData.is_environment`): `<prefix>/conda-meta/history` exists (facts §6.1)."""
+    return (prefix / "conda-meta" / "history").is_file()
 
 
 def exe_vars(ctx: Context) -> list[tuple[str, str]]:
@@ -62,89 +63,72 @@ def conda_sh(ctx: Context) -> str:
     return "".join(f"export {k}='{v}'\n" for k, v in exe_vars(ctx)) + CONDA_SH_BODY
 
 
-def hook(ctx: Context) -> str:
-    return conda_sh(ctx) + ("conda activate 'base'\n" if ctx.auto_activate else "")
-
-
-def resolve_env(ctx: Context, target: str) -> Path:
-    """`conda activate` target: a path, `base`, or a name in the envs dirs (not resolved: a symlinked env
-    keeps its public path)."""
-    if "/" in target:
-        path = Path(os.path.abspath(os.path.expanduser(target)))
-        if is_environment(path):
-            return path
-    elif target in ("base", "root"):
-        return ctx.root_prefix
+def find_env(ctx: Context, name: str | None, path: str | None) -> Path:
+    """`-p PATH`, `base`, or a name in the envs dirs (not resolved: a symlinked env keeps its public path)."""
+    if path:
+        found = [Path(os.path.abspath(os.path.expanduser(path)))]
     else:
-        for d in ctx.envs_dirs:
-            if is_environment(d / target):
-                return d / target
-    raise errors.EnvironmentNameNotFound(target)
-
-
-def env_name(ctx: Context, prefix: Path) -> str:
-    if prefix == ctx.root_prefix:
-        return "base"
-    return prefix.name if prefix.parent in ctx.envs_dirs else str(prefix)
+        found = [ctx.root_prefix] if name in ("base", "root") else [d / str(name) for d in ctx.envs_dirs]
+    for prefix in found:
+        if is_environment(prefix):
+            return prefix
+    if path:
+        raise CondaError(f"Not a conda environment: {found[0]}", "EnvironmentLocationNotFound")
+    raise CondaError(
+        f"Could not find conda environment: {name}\n"
+        "You can list all discoverable environments with `conda info --envs`.",
+        "EnvironmentNameNotFound",
+    )
 
 
 def activation(ctx: Context, prefix: Path) -> dict[str, str]:
-    """The variables `conda activate PREFIX` sets (PATH first: the env's bin replaces the active env's)."""
+    """The variables `conda activate PREFIX` sets: the env's bin replaces the active env's first on PATH,
+    and the env's `variables:` (`conda-meta/state`, conda-facts §2.1)."""
     old = os.environ.get("CONDA_PREFIX")
     path = [p for p in os.environ.get("PATH", "").split(":") if p and p != f"{old}/bin"]
+    try:
+        state = json.loads((prefix / "conda-meta" / "state").read_text(encoding="utf-8"))["env_vars"]
+    except (OSError, ValueError, KeyError):
+        state = {}
+    name = (
+        "base"
+        if prefix == ctx.root_prefix
+        else prefix.name
+        if prefix.parent in ctx.envs_dirs
+        else str(prefix)
+    )
     return {
         "PATH": ":".join([f"{prefix}/bin", *path]),
         "CONDA_PREFIX": str(prefix),
         "CONDA_SHLVL": str(int(os.environ.get("CONDA_SHLVL") or 0) + (0 if old else 1)),
-        "CONDA_DEFAULT_ENV": env_name(ctx, prefix),
-        "CONDA_PROMPT_MODIFIER": f"({env_name(ctx, prefix)}) ",
+        "CONDA_DEFAULT_ENV": name,
         **dict(exe_vars(ctx)),
-        **state_vars(prefix),
+        **{str(k): str(v) for k, v in state.items()},
     }
 
 
-def activate(ctx: Context, target: str) -> str:
+def activate(ctx: Context, target: str) -> int:
     """One activation level: activating another env replaces the active one (no stacking)."""
-    variables = activation(ctx, resolve_env(ctx, target))
-    ps1 = os.environ.get("PS1", "").removeprefix(os.environ.get("CONDA_PROMPT_MODIFIER", ""))
-    lines = [f"PS1={_q(variables['CONDA_PROMPT_MODIFIER'] + ps1)}"]
-    lines += [f"export {k}={_q(v)}" for k, v in variables.items()]
-    lines += [
-        f"unset {k}"
-        for k in state_vars(Path(os.environ.get("CONDA_PREFIX") or "/nonexistent"))
-        if k not in variables
-    ]
-    return "\n".join(lines) + "\n"
+    prefix = find_env(ctx, None if "/" in target else target, target if "/" in target else None)
+    for key, value in activation(ctx, prefix).items():
+        print(f"export {key}={shlex.quote(value)}")
+    return 0
 
 
-def deactivate(ctx: Context) -> str:
-    old = os.environ.get("CONDA_PREFIX")
-    if not old:
-        return ""
-    path = [p for p in os.environ.get("PATH", "").split(":") if p and p != f"{old}/bin"]
-    ps1 = os.environ.get("PS1", "").removeprefix(os.environ.get("CONDA_PROMPT_MODIFIER", ""))
-    lines = [f"export PATH={_q(':'.join(path))}", f"PS1={_q(ps1)}", "export CONDA_SHLVL='0'"]
-    lines += [
-        f"unset {k}"
-        for k in ("CONDA_PREFIX", "CONDA_DEFAULT_ENV", "CONDA_PROMPT_MODIFIER", *state_vars(Path(old)))
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def run(ctx: Context, prefix: Path, argv: list[str], capture: bool) -> int:
+def run(ctx: Context, prefix: Path, argv: list[str]) -> int:
     """`conda run` (conda-facts §2.8): the command in the activated env, stdin at EOF, its rc passed through
-    with conda's ERROR line when not 0; capture mode prints the output with `print()` (one extra newline)."""
+    with conda's ERROR line when not 0; the captured output printed with `print()` (one extra newline)."""
     env = {**os.environ, **activation(ctx, prefix)}
     try:
-        proc = subprocess.run(argv, capture_output=capture, stdin=subprocess.DEVNULL, env=env, check=False)
+        proc = subprocess.run(argv, capture_output=True, stdin=subprocess.DEVNULL, env=env, check=False)
     except OSError as exc:
         sys.stderr.write(f"{exc}\n")
         rc = 127
     else:
         rc = proc.returncode
-        if capture and proc.stdout:
+        if proc.stdout:
             print(proc.stdout.decode(errors="replace"))
-        if capture and proc.stderr:
+        if proc.stderr:
             print(proc.stderr.decode(errors="replace"), file=sys.stderr)
     if rc != 0:
         sys.stderr.write(
