@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import plugin
+from tests.conftest import plugin, repo_ansible_env
 
 REPO = Path(__file__).resolve().parents[2]
 ROLE = REPO / "roles" / "cuda_check"
@@ -93,14 +93,7 @@ def run_playbook(
     roles): its stats and, per host, the failed task and message, changed tasks, messages and warnings."""
     inventory = tmp / f"inventory-{time.monotonic_ns()}.yml"
     inventory.write_text(yaml.safe_dump({"all": {"hosts": hosts}}))
-    run_env = dict(
-        os.environ,
-        ANSIBLE_ROLES_PATH=str(REPO / "roles"),
-        ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
-        ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
-        ANSIBLE_FORCE_COLOR="0",
-        **(env or {}),
-    )
+    run_env = repo_ansible_env(ANSIBLE_STDOUT_CALLBACK="ansible.posix.json", **(env or {}))
     argv = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory), *args, str(playbook)]
     proc = subprocess.run(
         argv, cwd=REPO, env=run_env, capture_output=True, text=True, timeout=300, check=False
