@@ -280,17 +280,20 @@ def up(
             ssh.make_key_pair(state.ssh)
         password = ssh.make_sudo_password(state.ssh) if sudo_password else None
         for node in nodes:
-            opts = [
+            labels = ["--label", LAB_LABEL, "--label", f"{LAB_ID_LABEL}={ident}"]
+            image = f"localhost/gpulab-test:{node.image}{suffix}"
+            podman(
+                "run",
                 "-d",
                 "--name",
                 node.container,
-                "--label",
-                LAB_LABEL,
-                "--label",
-                f"{LAB_ID_LABEL}={ident}",
-            ]
-            image = f"localhost/gpulab-test:{node.image}{suffix}"
-            podman("run", *opts, "--network", "host", image, "sleep", "infinity")
+                *labels,
+                "--network",
+                "host",
+                image,
+                "sleep",
+                "infinity",
+            )
             set_profile(node)
             ssh.prepare_node(node.container, state.ssh if connection == "ssh" else None, password)
             if connection == "ssh":

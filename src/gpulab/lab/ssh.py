@@ -154,7 +154,8 @@ def wait_for_sshd(port: int, container: str, timeout: float = 15.0) -> None:
 def host_key_lines(container: str, port: int) -> list[str]:
     """known_hosts lines for the node's current host keys, read through podman (a trusted channel)."""
     out = podman("exec", container, "sh", "-c", "cat /etc/ssh/ssh_host_*_key.pub")
-    return [f"[127.0.0.1]:{port} {' '.join(line.split()[:2])}" for line in out.splitlines() if line.strip()]
+    keys = [line.split() for line in out.splitlines()]
+    return [f"[127.0.0.1]:{port} {fields[0]} {fields[1]}" for fields in keys if len(fields) >= 2]
 
 
 def write_known_hosts(ssh: SshFiles, nodes: dict[str, int]) -> None:

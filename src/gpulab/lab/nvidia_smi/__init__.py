@@ -103,7 +103,15 @@ def _error(
     proc: str | None = None,
 ) -> Profile:
     """A broken driver state: the captured error text and nvidia-smi's exit code, for every call."""
-    return Profile(name, description, "error", {}, f"nvidia-smi/errors/{fixture}", lines, rc, proc)
+    return Profile(
+        name,
+        description,
+        "error",
+        error=f"nvidia-smi/errors/{fixture}",
+        error_lines=lines,
+        rc=rc,
+        proc_version=proc,
+    )
 
 
 _ALL: list[Profile] = [

@@ -98,8 +98,8 @@ def query_gpu(allfields: bytes, fields_arg: str, format_arg: str) -> tuple[bytes
     out: list[str] = []
     if "noheader" not in options:
         out.append(", ".join(headers[c] for c in columns))
+    nounits = "nounits" in options
     for row in rows:
-        nounits = "nounits" in options
         out.append(", ".join(_strip_unit(row[c], headers[c]) if nounits else row[c] for c in columns))
     return ("\n".join(out) + "\n").encode("utf-8"), 0
 
