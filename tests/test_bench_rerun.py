@@ -103,11 +103,8 @@ def test_one_changed_wants_the_upgraded_node_changed_and_only_it() -> None:
 def test_work_categories_are_the_stand_ins_tasks() -> None:
     assert work_category("miniconda : install | Run the installer in batch mode") == "installer"
     assert work_category("dl_env : build | Create the new environment beside the live one") == "env build"
-    assert work_category("dl_env : build | Run the MLP check in the new environment") == "MLP training"
-    assert (
-        work_category("dl_env : verify | Run the MLP check with the environment's python") == "MLP training"
-    )
-    assert work_category("dl_env : verify | Install the MLP check script") is None
+    assert work_category("dl_env : mlp_check | Run the MLP check with the build's python") == "MLP training"
+    assert work_category("dl_env : mlp_check | Install the MLP check script") is None
 
 
 def _event(host: str, task: str, duration: float, event: str = "runner_on_ok") -> dict[str, Any]:
@@ -120,8 +117,8 @@ def test_split_averages_work_per_host_and_leaves_the_rest_to_gpulab() -> None:
         _event("b", "install | Run the installer in batch mode", 20.0),
         _event("a", "build | Create the new environment beside the live one", 30.0),
         _event("b", "build | Create the new environment beside the live one", 50.0),
-        _event("a", "verify | Run the MLP check with the environment's python", 4.0, "runner_on_failed"),
-        _event("a", "verify | Run the MLP check with the environment's python", 99.0, "runner_on_start"),
+        _event("a", "mlp_check | Run the MLP check with the build's python", 4.0, "runner_on_failed"),
+        _event("a", "mlp_check | Run the MLP check with the build's python", 99.0, "runner_on_start"),
         _event("a", "Gathering Facts", 5.0),
     ]
     split = split_work(events, 100.0)
