@@ -266,7 +266,7 @@ def render_scale(rows: Mapping[int, Mapping[str, float]]) -> str:
 
 class Bench:
     def __init__(self, work: Path, options: Options) -> None:
-        from gpulab.lab.podman import podman_env
+        from gpulab.podman import podman_env
 
         self.work = work
         self.options = options
@@ -336,7 +336,7 @@ class Bench:
 
     def podman_exec_seconds(self, node: str) -> float:
         """The lab's own price of one `podman exec` (the podman connection makes several per task)."""
-        from gpulab.lab.podman import podman
+        from gpulab.podman import podman
 
         container = f"{cluster.CONTAINER_PREFIX}{cluster.lab_id(self.work / 'lab')}-{node}"
         samples = []

@@ -12,7 +12,7 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
 fi
 
 export PATH="$PWD/.venv/bin:$PATH"
-export CONTAINERS_CONF="${CONTAINERS_CONF:-$PWD/src/gpulab/lab/data/containers.conf}"
+export CONTAINERS_CONF="${CONTAINERS_CONF:-$PWD/src/gpulab/data/containers.conf}"
 # Base images, and the ones with the Miniforge stand-in pre-installed (rebuilt when the stand-in changes).
 .venv/bin/python -m gpulab.lab.images
 # The execution environment (docs/ee.md): its wheels are downloaded here, on the host (no index is reachable

@@ -61,7 +61,7 @@ def require_containers() -> None:
 
 def tool_env() -> dict[str, str]:
     """Environment for tools run from tests: the venv first on PATH, our podman settings, no colour."""
-    from gpulab.lab.podman import podman_env
+    from gpulab.podman import podman_env
 
     env = podman_env()
     env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"

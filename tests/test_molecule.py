@@ -80,7 +80,7 @@ def test_scenario(
 
 def _stop(proc: subprocess.Popen[bytes], run: str) -> None:
     """Stop molecule and the ansible-playbook it started, then remove this run's containers."""
-    from gpulab.lab.podman import podman
+    from gpulab.podman import podman
 
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()

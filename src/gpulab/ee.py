@@ -29,7 +29,7 @@ import yaml
 from gpulab import collection
 from gpulab.errors import ExitCode, GpulabError
 from gpulab.lab import images, wheelhouse
-from gpulab.lab.podman import PodmanError, podman, podman_env, require_podman
+from gpulab.podman import PodmanError, podman, podman_env, require_podman
 
 DEFINITION = "execution-environment.yml"
 DEFAULT_TAG = "localhost/gpulab-ee:latest"

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from gpulab import collection, inventory_vars
 from gpulab.errors import UsageError
-from gpulab.lab.podman import PodmanError, podman_env, require_podman
+from gpulab.podman import PodmanError, podman_env, require_podman
 
 if TYPE_CHECKING:
     from gpulab.runner import RunRequest

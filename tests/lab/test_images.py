@@ -9,7 +9,7 @@ import json
 import pytest
 
 from gpulab.lab import images
-from gpulab.lab.podman import podman
+from gpulab.podman import podman
 from tests.conftest import require_containers
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from gpulab.collection import work_dir
 from gpulab.errors import ExitCode
 from gpulab.lab import cluster, nvidia_smi, ssh
-from gpulab.lab.podman import PodmanError
+from gpulab.podman import PodmanError
 from gpulab.runner import project_dir
 
 SIMULATED = (

@@ -24,8 +24,8 @@ import yaml
 from gpulab.lab import nvidia_smi, ssh
 from gpulab.lab.images import RECIPES, SSH_SUFFIX, ensure_image
 from gpulab.lab.installer import Flavor, installer_name
-from gpulab.lab.podman import PodmanError, podman, require_podman
 from gpulab.lab.services import PINS, LabServices, checksums, start_detached_mirror, stop_detached_mirror
+from gpulab.podman import PodmanError, podman, require_podman
 
 CONTAINER_PREFIX = "gpulab-lab-"
 LAB_LABEL = "io.gpulab.lab=1"

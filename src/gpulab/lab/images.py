@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gpulab.lab import installer
-from gpulab.lab.podman import PodmanError, podman, podman_env, require_podman
 from gpulab.lab.services import IMAGE_MINIFORGE_RELEASE
+from gpulab.podman import PodmanError, podman, podman_env, require_podman
 
 IMAGE_REPO = "localhost/gpulab-test"
 RECIPE_LABEL = "io.gpulab.recipe"

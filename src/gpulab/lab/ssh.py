@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from gpulab.lab.podman import PodmanError, podman
+from gpulab.podman import PodmanError, podman
 
 SSH_USER = "admin"
 SSHD_PID_FILE = "/run/sshd.pid"

@@ -15,7 +15,7 @@ class PodmanError(RuntimeError):
 
 def containers_conf() -> Path:
     """The containers.conf shipped with gpulab (runc + ulimits that podman can set here)."""
-    return Path(str(resources.files("gpulab.lab") / "data" / "containers.conf"))
+    return Path(str(resources.files("gpulab") / "data" / "containers.conf"))
 
 
 def podman_env() -> dict[str, str]:
