@@ -13,6 +13,7 @@ connection's runs must report ``changed=0`` (the first run of the round made the
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -51,7 +52,12 @@ PLAYBOOK = """
 
 
 def run_playbook(workdir: Path, connection: str) -> tuple[float, str]:
-    env = podman_env() | {"ANSIBLE_CONNECTION_PLUGINS": str(PLUGINS), "ANSIBLE_NOCOLOR": "1"}
+    env = podman_env() | {
+        "ANSIBLE_CONNECTION_PLUGINS": str(PLUGINS),
+        "ANSIBLE_NOCOLOR": "1",
+        # ansible-playbook from this venv, as bench_provision.py runs it, whatever PATH says.
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", os.defpath)]),
+    }
     start = time.perf_counter()
     proc = subprocess.run(
         ["ansible-playbook", "-i", str(workdir / "hosts.ini"), "-c", connection, str(workdir / "play.yml")],

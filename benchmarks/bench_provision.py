@@ -6,7 +6,7 @@ Each round runs both, alternating which goes first. The script prints the median
 the ratio of the medians (gpulab / ansible-playbook) and the median of the per-round ratios.
 `gpulab provision` runs in this process through its Python entry point (``gpulab.cli.main``, i.e.
 ansible-runner's API with its event handler, live progress, report and artifacts); the baseline is a
-plain ``ansible-playbook`` subprocess - the only place in the project that starts one. Default: the
+plain ``ansible-playbook`` subprocess (the driver itself never starts one). Default: the
 test project in tests/cli/fixtures/project against its healthy local inventory (two
 ``ansible_connection=local`` hosts), which changes nothing outside /tmp.
 """

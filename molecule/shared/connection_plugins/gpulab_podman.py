@@ -1,10 +1,12 @@
 """containers.podman.podman with pipelining: the test hosts' connection (.config/molecule/config.yml).
 
 containers.podman.podman sets ``has_pipelining = False`` because its ``podman exec`` does not attach
-stdin, so each task costs about six podman calls (make a temp dir, ``podman cp``, chown, chmod, run, clean
-up). With ``--interactive`` when Ansible sends data, the module goes through stdin as it does over SSH
-with ``pipelining = true`` (ansible.cfg): one ``podman exec`` per task. Only the Molecule test hosts use
-it, so every scenario exercises it (become through sudo, become_user, copies, scripts).
+stdin, so each task costs about seven podman calls (make a temp dir, ``podman cp``, chown, chmod, run,
+clean up; with ``-vvv``, two tasks made 17 calls, against 5 with this plugin, the connection's mount and
+Python discovery included). With ``--interactive`` when Ansible sends data, the module goes through stdin
+as it does over SSH with ``pipelining = true`` (ansible.cfg): one ``podman exec`` per task. Only the
+Molecule test hosts use it, so every scenario exercises it (become through sudo, become_user, copies,
+scripts).
 """
 
 from __future__ import annotations
