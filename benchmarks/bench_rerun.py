@@ -1,6 +1,6 @@
 """Benchmark (not a test): what a `gpulab provision` re-run costs against Ansible's floor, on lab nodes.
 
-    python benchmarks/bench_rerun.py [--nodes 4] [--connection podman|ssh] [--scale 1,2,4] [--json FILE]
+    python benchmarks/bench_rerun.py [--nodes 4] [--connection ssh|podman] [--scale 1,2,4] [--json FILE]
 
 Brings up a lab of N nodes (`gpulab lab up`, in a temporary lab directory, taken down at the end) and
 measures in one run, side by side on the same nodes:
@@ -111,7 +111,7 @@ def parse_scale(text: str) -> tuple[int, ...]:
 def parse_args(argv: Sequence[str] | None = None) -> Options:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--nodes", type=int, default=4, help=f"lab nodes, 1..{cluster.MAX_NODES}")
-    parser.add_argument("--connection", choices=cluster.CONNECTIONS, default="podman")
+    parser.add_argument("--connection", choices=cluster.CONNECTIONS, default=cluster.DEFAULT_CONNECTION)
     parser.add_argument("--scale", type=parse_scale, default=(), help="subset sizes, e.g. 1,2,4")
     parser.add_argument("--json", type=Path, dest="json_path", help="also write the results here")
     args = parser.parse_args(argv)

@@ -6,8 +6,10 @@ cd "$(dirname "$0")/.."
 extras="${1:-}"
 
 # podman+runc run the lab/test containers (crun fails on these hosts' hybrid cgroups); debootstrap builds
-# their base images; python3-venv makes .venv on a stock Debian/Ubuntu python3.
-apt_packages=(python3 python3-venv podman runc debootstrap slirp4netns fuse-overlayfs uidmap ca-certificates)
+# their base images; python3-venv makes .venv on a stock Debian/Ubuntu python3; openssh-client is the
+# ssh (Ansible's connection to the lab's nodes) and ssh-keygen (the lab's key pair) that minimal images lack.
+apt_packages=(python3 python3-venv podman runc debootstrap slirp4netns fuse-overlayfs uidmap ca-certificates
+  openssh-client)
 # The tests drive a real headless browser over the HTML report (selenium + Debian's chromium/chromedriver).
 if [[ ",$extras," == *,test,* ]]; then
   apt_packages+=(chromium chromium-driver)

@@ -137,22 +137,34 @@ def lab_services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
         services.__exit__(None, None, None)
 
 
-# Expected minutes of the longest container tests on 2 busy cores (docs/testing.md has the measured
-# table), so that the two xdist workers start with the longest and finish together. Unlisted container
-# tests count half a minute, other tests nothing.
+# Expected minutes of each long unit of work (`_scope`: a module, or one Molecule scenario) on 2 busy
+# cores, from the last measured suite (docs/testing.md), so that the two xdist workers start with the
+# longest and finish together. Other units with container tests count half a minute, the rest nothing.
 _EXPECTED_MINUTES = {
-    "test_molecule.py::test_scenario[dl_env/default]": 5.0,
-    "test_demo.py::": 4.5,
-    "test_ssh_lab.py::": 4.0,
-    "test_molecule.py::test_scenario[dl_env/several_envs]": 8.0,
-    "test_molecule.py::test_scenario[miniconda/upgrade]": 3.5,
-    "test_molecule.py::test_scenario[miniconda/default]": 3.0,
-    "test_molecule.py::test_scenario[cuda_check/default]": 3.0,
-    "test_molecule.py::test_scenario[miniconda/failures]": 3.0,
-    "test_molecule.py::test_scenario[cuda_check/driver_upgrade]": 2.0,
-    "test_molecule.py::test_scenario[miniconda/user_local]": 2.0,
-    "test_molecule.py::test_scenario[host_lock/default]": 1.5,
-    "test_cli_lab.py::": 0.5,
+    "tests/dl_env/test_role_local.py": 9.0,
+    "tests/test_demo.py": 7.0,
+    "tests/test_molecule.py::test_scenario[dl_env/default]": 6.5,
+    "tests/cli/test_stop_site.py": 5.5,
+    "tests/cli/test_fast_path.py": 5.0,
+    "tests/test_molecule.py::test_scenario[dl_env/several_envs]": 4.0,
+    "tests/test_molecule.py::test_scenario[cuda_check/default]": 3.5,
+    "tests/test_demo_failure.py": 3.0,
+    "tests/test_ssh_lab.py": 2.5,
+    "tests/dl_env/test_render.py": 2.5,
+    "tests/test_molecule.py::test_scenario[miniconda/default]": 2.5,
+    "tests/test_molecule.py::test_scenario[miniconda/upgrade]": 2.5,
+    "tests/test_molecule.py::test_scenario[miniconda/failures]": 2.5,
+    "tests/test_molecule.py::test_scenario[cuda_check/failures]": 1.5,
+    "tests/test_molecule.py::test_scenario[cuda_check/driver_upgrade]": 1.5,
+    "tests/test_molecule.py::test_scenario[host_lock/default]": 1.5,
+    "tests/test_molecule.py::test_scenario[miniconda/user_local]": 1.0,
+    "tests/test_molecule.py::test_scenario[harness]": 1.0,
+    "tests/test_ee.py": 1.5,
+    "tests/test_cli_lab.py": 1.5,
+    "tests/miniconda/test_role_local.py": 1.5,
+    "tests/cuda_check/test_role_faults.py": 1.5,
+    "tests/host_lock/test_host_lock.py": 1.0,
+    "tests/test_lint.py": 1.0,
 }
 # Modules whose tests share nothing, so each test is its own unit of work; every other module goes to
 # one worker whole (its module-scoped fixtures, e.g. test_cli_lab's lab, are set up once).
@@ -165,12 +177,16 @@ def _scope(nodeid: str) -> str:
 
 
 def expected_minutes(nodeid: str) -> float:
-    """The expected minutes of a container test (its entry above, else half a minute)."""
-    return max((m for key, m in _EXPECTED_MINUTES.items() if key in nodeid), default=0.5)
+    """The expected minutes of the unit of work holding this test (its entry above, else half a minute)."""
+    return _EXPECTED_MINUTES.get(_scope(nodeid), 0.5)
 
 
-def _expected_minutes(item: pytest.Item) -> float:
-    return 0.0 if item.get_closest_marker("containers") is None else expected_minutes(item.nodeid)
+def _weight(unit: list[pytest.Item]) -> float:
+    """A unit's expected minutes: its entry, half a minute for other container tests, else nothing."""
+    scope = _scope(unit[0].nodeid)
+    if scope in _EXPECTED_MINUTES:
+        return _EXPECTED_MINUTES[scope]
+    return 0.5 if any(i.get_closest_marker("containers") for i in unit) else 0.0
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
@@ -187,7 +203,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist: units holding container tests run longest first, each followed by two units
+    """Under pytest-xdist: long units (`_weight`) run longest first, each followed by two units
     of quick tests, so a worker busy with a long test holds no other long one in its queue and the quick
     tests fill the gaps. Without xdist the order is pytest's.
     """
@@ -197,11 +213,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         units.setdefault(_scope(item.nodeid), []).append(item)
 
-    def weight(unit: list[pytest.Item]) -> float:
-        return sum(_expected_minutes(i) for i in unit)
-
-    long = sorted((u for u in units.values() if weight(u) > 0), key=weight, reverse=True)
-    quick = [u for u in units.values() if weight(u) == 0]
+    long = sorted((u for u in units.values() if _weight(u) > 0), key=_weight, reverse=True)
+    quick = [u for u in units.values() if _weight(u) == 0]
     ordered: list[pytest.Item] = []
     for unit in long:
         ordered.extend(unit)

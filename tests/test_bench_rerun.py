@@ -28,15 +28,15 @@ def _host(changed: int = 0, status: str = "ok", tasks: list[str] | None = None) 
     return {"status": status, "counts": {"changed": changed}, "changed_tasks": tasks or []}
 
 
-def test_defaults_are_four_podman_nodes_without_scale() -> None:
+def test_defaults_are_four_ssh_nodes_without_scale() -> None:
     options = parse_args([])
-    assert (options.nodes, options.connection, options.scale, options.json_path) == (4, "podman", (), None)
+    assert (options.nodes, options.connection, options.scale, options.json_path) == (4, "ssh", (), None)
 
 
-def test_scale_is_sorted_and_unique_and_connection_ssh_is_accepted() -> None:
-    options = parse_args(["--nodes", "8", "--scale", "4,1,2,8,2", "--connection", "ssh"])
+def test_scale_is_sorted_and_unique_and_connection_podman_is_accepted() -> None:
+    options = parse_args(["--nodes", "8", "--scale", "4,1,2,8,2", "--connection", "podman"])
     assert options.scale == (1, 2, 4, 8)
-    assert options.connection == "ssh"
+    assert options.connection == "podman"
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,7 @@
 """`gpulab` against real containers: a healthy, a failing and an unreachable host in one run.
 
-Uses the lab (`gpulab lab up`) for the nodes and `gpulab render` for the run, which reads every node's
-GPUs and renders its environment.yml on the controller without changing the nodes.
+Uses the lab (`gpulab lab up --connection podman`) for the nodes and `gpulab render` for the run, which
+reads every node's GPUs and renders its environment.yml on the controller without changing the nodes.
 """
 
 from __future__ import annotations
@@ -25,7 +25,9 @@ def _gpulab(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[str, str], Path]]:
     require_containers()
     nodes = "cli-ok=l40s-595.80,cli-cpu=none,cli-broken=driver-broken"
-    with lab_up(tmp_path_factory.mktemp("cli-lab"), ["--nodes", nodes]) as (env, out):
+    # The lab's other connection, `podman exec`: the demo tests run the default, SSH.
+    args = ["--nodes", nodes, "--connection", "podman"]
+    with lab_up(tmp_path_factory.mktemp("cli-lab"), args) as (env, out):
         assert "SIMULATED" in out
         inventory = Path(_gpulab(["lab", "inventory"], env).stdout.strip())
         assert inventory.is_file()

@@ -148,11 +148,12 @@ def test_sshd_actions_need_an_ssh_lab(tmp_path: Path) -> None:
     with pytest.raises(cluster.LabError, match="no lab is up"):
         cluster.sshd(tmp_path, "a", "stop")
     cluster.LabState(tmp_path, cluster.parse_nodes("a=none"), "http://127.0.0.1:1", 1).save()
-    with pytest.raises(cluster.LabError, match="--connection ssh"):
+    with pytest.raises(cluster.LabError, match="without `--connection podman`"):
         cluster.sshd(tmp_path, "a", "stop")
 
 
 def test_sudo_password_needs_the_ssh_connection(tmp_path: Path) -> None:
-    with pytest.raises(cluster.LabError, match="--sudo-password needs --connection ssh"):
-        cluster.up(tmp_path, cluster.parse_nodes("a=none"), tmp_path / "cache", sudo_password=True)
+    with pytest.raises(cluster.LabError, match="--sudo-password needs the ssh connection"):
+        nodes = cluster.parse_nodes("a=none")
+        cluster.up(tmp_path, nodes, tmp_path / "cache", connection="podman", sudo_password=True)
     assert not (tmp_path / "lab.json").exists()

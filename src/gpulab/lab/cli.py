@@ -240,13 +240,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     up.add_argument(
         "--connection",
         choices=cluster.CONNECTIONS,
-        default="podman",
-        help="how Ansible reaches the nodes: podman exec (default) or ssh (sshd on a loopback port per node)",
+        default=cluster.DEFAULT_CONNECTION,
+        help="how Ansible reaches the nodes: ssh (default: sshd on a loopback port per node) or podman exec",
     )
     up.add_argument(
         "--sudo-password",
         action="store_true",
-        help="with --connection ssh: admin's sudo asks for a password (<lab dir>/ssh/sudo-password; use -K)",
+        help="SSH labs: admin's sudo asks for a password (<lab dir>/ssh/sudo-password; use -K)",
     )
     up.set_defaults(lab_func=cmd_up)
 

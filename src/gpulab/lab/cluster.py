@@ -3,8 +3,8 @@
 Each node is a Debian container on the host network with a non-root `admin` user (sudo), a fake
 `nvidia-smi` replaying a real capture (its "driver"), and access to the lab mirror. The inventory written
 for it is an ordinary Ansible inventory: the roles cannot tell a lab node from a real one.
-Nodes are reached with the podman connection (the default) or, with `--connection ssh`, over SSH like
-real nodes: each runs sshd on its own loopback port (`gpulab.lab.ssh`).
+Nodes are reached over SSH like real nodes (the default: each runs sshd on its own loopback port,
+`gpulab.lab.ssh`) or, with `--connection podman`, through `podman exec`.
 """
 
 from __future__ import annotations
@@ -39,6 +39,11 @@ LAB_RELEASE = PINS["miniforge"]  # the miniconda role's pinned Miniforge release
 _NODE_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 Connection = Literal["podman", "ssh"]
 CONNECTIONS: tuple[Connection, ...] = ("podman", "ssh")
+# SSH by default: it is how real nodes are reached, and with pipelining and ControlPersist (ansible.cfg) a
+# task is one round trip over an open connection. containers.podman.podman starts about seven `podman exec`s
+# per task: a cold provision of 3 nodes took 256 s with it and 86 s over SSH (benchmarks/bench_rerun.py,
+# docs/performance.md).
+DEFAULT_CONNECTION: Connection = "ssh"
 MAX_NODES = 32  # the most nodes `--nodes N` starts (the re-run benchmark's scale test uses 24)
 
 
@@ -249,12 +254,14 @@ def up(
     nodes: list[Node],
     cache_dir: Path,
     port: int | None = None,
-    connection: Connection = "podman",
+    connection: Connection = DEFAULT_CONNECTION,
     sudo_password: bool = False,
 ) -> LabState:
     if sudo_password and connection != "ssh":
         # containers.podman's connection runs sudo without answering its password prompt.
-        raise LabError("--sudo-password needs --connection ssh (the podman connection cannot answer sudo)")
+        raise LabError(
+            "--sudo-password needs the ssh connection (the default): the podman connection cannot answer sudo"
+        )
     check_runtime()
     if LabState.load(state_dir) is not None:
         raise LabError(f"a lab is already up (state in {state_dir}); run `gpulab lab down` first")
@@ -355,10 +362,10 @@ def sshd(state_dir: Path, node_name: str, action: str) -> Node:
     or trust its current host keys again (what an admin does after checking the new key)."""
     state = LabState.load(state_dir)
     if state is None:
-        raise LabError("no lab is up; run `gpulab lab up --connection ssh` first")
+        raise LabError("no lab is up; run `gpulab lab up` first")
     if state.connection != "ssh":
         raise LabError(
-            "this lab's nodes are reached through podman; start it with `gpulab lab up --connection ssh`"
+            "this lab's nodes are reached through podman; start it again without `--connection podman`"
         )
     node = state.node(node_name)
     try:

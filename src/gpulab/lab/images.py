@@ -2,7 +2,7 @@
 
 A base image is a Debian `debootstrap --variant=minbase` root with python3 and sudo, plus the first user
 `admin` (passwordless sudo) that a server installer leaves behind, imported with `podman import`.
-An SSH image is a base image recipe plus openssh-server, for `gpulab lab up --connection ssh`: sshd
+An SSH image is a base image recipe plus openssh-server, for `gpulab lab up` (SSH by default): sshd
 configured for key-only logins on loopback, no host keys (each node makes its own when it starts).
 An EE base image is a base image recipe plus Debian's openssh-client: the controller that
 `execution-environment.yml` builds on (the ssh connection needs the client; no registry image is reachable).

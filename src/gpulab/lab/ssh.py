@@ -1,4 +1,4 @@
-"""SSH lab nodes (`gpulab lab up --connection ssh`): the lab's key pair, known_hosts and sudo password,
+"""SSH lab nodes (`gpulab lab up`, the default connection): the lab's key pair, known_hosts and sudo password,
 and each node's sshd (started, stopped, given new host keys) on its own loopback port.
 
 Everything lives in `<lab state dir>/ssh/` (0700): the user's ~/.ssh is never read for keys or written.
