@@ -55,22 +55,31 @@ options:
     description: A build (mark, seal, record; trusted_python, default the public name).
     type: path
   digest:
-    description: Spec digest (mark).
+    description: >-
+      Spec digest (mark, seal; live: the spec about to be built, for C(new_prefix) and C(kept), with
+      O(builds_dir)).
     type: str
   run_id:
-    description: Run id recorded in the marker (mark).
+    description: Run id recorded in the marker (mark, seal).
     type: str
     default: ""
   complete:
-    description: Whether the build is finished and checked (mark).
+    description: >-
+      Whether the build is finished and checked (mark). With O(spec_src), the spec and its digest are
+      recorded in the build first.
     type: bool
     default: false
+  spec_src:
+    description: >-
+      The spec file on the host the build was made from (mark): copied into the build (0640 root:O(group))
+      with its digest (0644), beside conda's history.
+    type: path
   keep:
     description: Builds kept beside the live one (prune).
     type: int
     default: 1
   group:
-    description: Group of the build (seal); empty keeps root.
+    description: Group of the build (seal) and of its copy of the spec (mark); empty keeps root.
     type: str
     default: ""
   data:
@@ -111,9 +120,11 @@ target:
   returned: state is live
   type: str
 python:
-  description: Whether the live environment has a bin/python.
-  returned: state is live
-  type: bool
+  description: >-
+    live: whether the live environment has a bin/python (a bool); seal and trusted_python: the real path of
+    the build's python, checked as only root can change it (a str).
+  returned: state is live, seal or trusted_python
+  type: raw
 digest:
   description: The spec digest the live build recorded ("" when none).
   returned: state is live
@@ -134,6 +145,16 @@ marker:
   description: Why the live build is not provably gpulab's build of this env ("" when it is, or the name is no link).
   returned: state is live
   type: str
+new_prefix:
+  description: >-
+    Where the build of O(digest) goes: C(<builds_dir>/<name>-<digest12>), or C(...-rebuild) when the live
+    build has that name (its record did not match, so it stays as it is).
+  returned: state is live, with builds_dir and digest
+  type: str
+kept:
+  description: Whether a build of O(digest) that recorded that digest is already at C(new_prefix) (reused).
+  returned: state is live, with builds_dir and digest
+  type: bool
 record:
   description: The check record as written, with the build's digest and the host's time (when, epoch).
   returned: state is record
@@ -142,6 +163,7 @@ record:
 
 MARKER = "conda-meta/gpulab-build.json"
 DIGEST_FILE = "conda-meta/gpulab-spec.sha256"
+SPEC_COPY = "conda-meta/gpulab-environment.yml"  # the spec the build was made from (0640: pip index tokens)
 CHECK_RECORD = "conda-meta/gpulab-check.json"
 NEXT_SUFFIX = ".gpulab-next"
 ADOPTED_SUFFIX = "-adopted"
@@ -482,7 +504,57 @@ def seal(build: Path, group: str = "") -> bool:
     return changed
 
 
+def seal_new(build: Path, name: str, digest: str, run_id: str, group: str = "") -> tuple[bool, Path]:
+    """A new build before its MLP check, in one round trip: marked as env `name`'s (unfinished), made
+    root-owned and not writable by group/others (`seal`), and its python found and checked as only root
+    can change it (`trusted_python`). Returns (changed, that python)."""
+    marked = write_marker(build, name, digest, run_id, complete=False)
+    sealed = seal(build, group)
+    return marked or sealed, trusted_python(build)
+
+
+def new_build(builds_dir: Path, name: str, digest: str, live_target: str) -> tuple[Path, bool]:
+    """Where the build of spec `digest` goes, and whether one that recorded that digest is already there
+    (kept from an earlier run: reused, not built again). It is `<name>-<digest12>`, or
+    `<name>-<digest12>-rebuild` when that is the live build (its recorded digest did not match: it stays)."""
+    build = builds_dir / f"{name}-{digest[:12]}"
+    if live_target and Path(live_target).name == build.name:
+        build = build.with_name(build.name + "-rebuild")
+    return build, recorded_digest(build) == digest
+
+
 # -- changing builds -------------------------------------------------------------------------------
+def _write_file(path: Path, data: bytes, mode: int, gid: int = 0) -> bool:
+    """`data` in `path`, root:`gid` and `mode`, replaced atomically (never through a symlink); False when
+    it already was exactly that."""
+    try:
+        st = os.lstat(path)
+        same = (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, gid, mode)
+        if stat.S_ISREG(st.st_mode) and same and path.read_bytes() == data:
+            return False
+    except OSError:
+        pass
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    os.chown(tmp, 0, gid)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+    return True
+
+
+def record_spec(build: Path, spec_src: Path, digest: str, group: str = "") -> bool:
+    """Keep the spec `build` was made from (0640 root:`group`: it may carry pip index tokens) and its
+    digest (0644) in the build's conda-meta/. True when anything changed."""
+    import grp
+
+    gid = grp.getgrnam(group).gr_gid if group else 0
+    spec = _write_file(build / SPEC_COPY, spec_src.read_bytes(), 0o640, gid)
+    return _write_file(build / DIGEST_FILE, f"{digest}\n".encode(), 0o644) or spec
+
+
 def _write_json(path: Path, data: dict) -> None:
     """Write `data` as JSON, 0644, replacing `path` atomically: a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -722,10 +794,14 @@ def live_marker_problem(build: Path, name: str) -> str:
     return ""
 
 
-def live(envs_dir: Path, name: str, now: float | None = None) -> dict[str, Any]:
+def live(
+    envs_dir: Path, name: str, now: float | None = None, builds_dir: Path | None = None, digest: str = ""
+) -> dict[str, Any]:
     """Everything a run needs to know about env `name`'s live build, read in one go: whether the public
     name exists and is a link, where it points, its python, the spec digest it recorded, its last MLP
-    check and that check's age by this host's clock, and whether root may run its python."""
+    check and that check's age by this host's clock, and whether root may run its python. With
+    `builds_dir` and the `digest` of the spec about to be built: where its build goes and whether one is
+    kept there (`new_build`)."""
     public = envs_dir / name
     out: dict[str, Any] = {
         "exists": os.path.lexists(public),
@@ -741,6 +817,9 @@ def live(envs_dir: Path, name: str, now: float | None = None) -> dict[str, Any]:
     if out["link"]:
         out["target"] = os.path.realpath(public)
         out["marker"] = live_marker_problem(Path(out["target"]), name)
+    if builds_dir is not None and digest:
+        new_prefix, out["kept"] = new_build(builds_dir, name, digest, out["target"])
+        out["new_prefix"] = str(new_prefix)
     if not out["python"]:
         return out
     out["digest"] = recorded_digest(public)
@@ -786,6 +865,7 @@ def main() -> None:
             "keep": {"type": "int", "default": 1},
             "group": {"type": "str", "default": ""},
             "data": {"type": "dict"},
+            "spec_src": {"type": "path"},
         },
         required_if=[
             ("state", "inspect", ["envs_dir", "builds_dir"]),
@@ -796,7 +876,7 @@ def main() -> None:
             ("state", "trusted_python", ["name"]),
             ("state", "trusted_python", ["envs_dir", "path"], True),
             ("state", "mark", ["path", "name", "digest"]),
-            ("state", "seal", ["path"]),
+            ("state", "seal", ["path", "name", "digest"]),
             ("state", "record", ["path", "data"]),
         ],
         supports_check_mode=True,
@@ -810,7 +890,8 @@ def main() -> None:
         if state == "inspect":
             module.exit_json(changed=False, **inspect(envs_dir, builds_dir))
         elif state == "live":
-            module.exit_json(changed=False, **live(envs_dir, p["name"]))
+            new = {"builds_dir": builds_dir, "digest": p["digest"]} if p["builds_dir"] and p["digest"] else {}
+            module.exit_json(changed=False, **live(envs_dir, p["name"], **new))
         elif state == "trusted_python":
             prefix = Path(p["path"]) if p["path"] else envs_dir / p["name"]
             python = trusted_python(prefix)
@@ -818,12 +899,16 @@ def main() -> None:
             ours = bool(owner_of(build, p["name"]))
             module.exit_json(changed=False, python=str(python), build=str(build), gpulab_build=ours)
         elif state == "mark":
-            changed = check or write_marker(
-                Path(p["path"]), p["name"], p["digest"], p["run_id"], p["complete"]
-            )
-            module.exit_json(changed=changed)
+            build = Path(p["path"])
+            spec = bool(p["spec_src"]) and p["complete"]
+            recorded = spec and not check and record_spec(build, Path(p["spec_src"]), p["digest"], p["group"])
+            changed = check or write_marker(build, p["name"], p["digest"], p["run_id"], p["complete"])
+            module.exit_json(changed=changed or recorded)
         elif state == "seal":
-            module.exit_json(changed=False if check else seal(Path(p["path"]), p["group"]))
+            if check:
+                module.exit_json(changed=True, python="")
+            changed, python = seal_new(Path(p["path"]), p["name"], p["digest"], p["run_id"], p["group"])
+            module.exit_json(changed=changed, python=str(python))
         elif state == "record":
             written = p["data"] if check else record(Path(p["path"]), p["data"])
             module.exit_json(changed=False, record=written)

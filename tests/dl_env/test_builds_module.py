@@ -346,6 +346,68 @@ def test_marker_is_written_once_and_keeps_its_creation_time(tmp_path: Path) -> N
     assert oct((build / B.MARKER).stat().st_mode & 0o777) == "0o644"
 
 
+def test_a_new_build_is_marked_sealed_and_its_python_checked_in_one_call(tree: tuple[Path, Path]) -> None:
+    envs, builds = tree
+    for path in [envs.parent.parent, envs.parent, envs, builds]:
+        path.chmod(0o755)
+    new = make_build(builds, f"dl-{D2}", None, "", complete=False)
+    (new / "bin" / "python").chmod(0o777)  # as a careless build step could leave it
+    changed, python = B.seal_new(new, "dl", D2 * 5, "run-2")
+    assert changed is True and python == new / "bin" / "python"
+    marker = json.loads((new / B.MARKER).read_text(encoding="utf-8"))
+    assert (marker["env"], marker["digest"], marker["complete"], marker["run_id"]) == (
+        "dl",
+        D2 * 5,
+        False,
+        "run-2",
+    )
+    assert oct(python.stat().st_mode & 0o777) == "0o755"
+    assert B.seal_new(new, "dl", D2 * 5, "run-2") == (False, python)
+    # A build whose python someone else could change is refused after sealing (a venv-style link out).
+    elsewhere = tree[0].parent.parent / "elsewhere"
+    elsewhere.mkdir(mode=0o777)
+    elsewhere.chmod(0o777)
+    (elsewhere / "python").write_text("#!/bin/sh\n", encoding="utf-8")
+    (new / "bin" / "python").unlink()
+    (new / "bin" / "python").symlink_to(elsewhere / "python")
+    with pytest.raises(B.BuildError, match="elsewhere is writable by group/others"):
+        B.seal_new(new, "dl", D2 * 5, "run-2")
+
+
+def test_the_spec_and_its_digest_are_recorded_in_the_build_root_only_and_once(tmp_path: Path) -> None:
+    build = tmp_path / f"dl-{D1}"
+    (build / "conda-meta").mkdir(parents=True)
+    spec = tmp_path / "environment.yml"
+    spec.write_text("name: dl\ndependencies: [{pip: [--index-url https://tok:SECRET@example/simple]}]\n")
+    assert B.record_spec(build, spec, D1 * 5) is True
+    assert (build / B.SPEC_COPY).read_bytes() == spec.read_bytes()
+    assert B.recorded_digest(build) == D1 * 5
+    assert oct((build / B.SPEC_COPY).stat().st_mode & 0o777) == "0o640"
+    assert oct((build / B.DIGEST_FILE).stat().st_mode & 0o777) == "0o644"
+    assert B.record_spec(build, spec, D1 * 5) is False
+    # A link planted where the copy goes is replaced, never written through.
+    target = tmp_path / "planted"
+    (build / B.SPEC_COPY).unlink()
+    (build / B.SPEC_COPY).symlink_to(target)
+    assert B.record_spec(build, spec, D1 * 5) is True
+    assert not target.exists() and not (build / B.SPEC_COPY).is_symlink()
+
+
+def test_the_new_build_goes_beside_the_live_one_and_a_kept_finished_one_is_reused(
+    tree: tuple[Path, Path],
+) -> None:
+    envs, builds = tree
+    assert B.new_build(builds, "dl", D1 * 5, "") == (builds / f"dl-{D1}", False)
+    kept = make_build(builds, f"dl-{D1}", "dl", D1 * 5)
+    assert B.new_build(builds, "dl", D1 * 5, "") == (kept, True)
+    # The live build has this spec's name but recorded another digest: the new build gets its own name.
+    link(envs, "dl", kept)
+    (kept / B.DIGEST_FILE).write_text("0" * 64 + "\n", encoding="utf-8")
+    state = B.live(envs, "dl", builds_dir=builds, digest=D1 * 5)
+    assert state["new_prefix"] == str(builds / f"dl-{D1}-rebuild") and state["kept"] is False
+    assert "new_prefix" not in B.live(envs, "dl")
+
+
 # -- the live build's state in one call, and whether its last check still holds ---------------------
 def _recheck(live: dict[str, Any], driver: str = "590.48.01", max_age: float = 3600) -> str:
     reason: str = dl_env_filters().recheck_reason(live, driver, "auto", "auto", max_age)
