@@ -71,15 +71,15 @@ options:
     default: false
   spec_src:
     description: >-
-      The spec file on the host the build was made from (mark): copied into the build (0640 root:O(group))
-      with its digest (0644), beside conda's history.
+      The spec file on the host the build was made from (mark): copied into the build with its mode and
+      group, with its digest (0644), beside conda's history.
     type: path
   keep:
     description: Builds kept beside the live one (prune).
     type: int
     default: 1
   group:
-    description: Group of the build (seal) and of its copy of the spec (mark); empty keeps root.
+    description: Group of the build (seal); empty keeps root.
     type: str
     default: ""
   data:
@@ -163,7 +163,7 @@ record:
 
 MARKER = "conda-meta/gpulab-build.json"
 DIGEST_FILE = "conda-meta/gpulab-spec.sha256"
-SPEC_COPY = "conda-meta/gpulab-environment.yml"  # the spec the build was made from (0640: pip index tokens)
+SPEC_COPY = "conda-meta/gpulab-environment.yml"  # the spec the build was made from (its mode and group)
 CHECK_RECORD = "conda-meta/gpulab-check.json"
 NEXT_SUFFIX = ".gpulab-next"
 ADOPTED_SUFFIX = "-adopted"
@@ -524,44 +524,43 @@ def new_build(builds_dir: Path, name: str, digest: str, live_target: str) -> tup
 
 
 # -- changing builds -------------------------------------------------------------------------------
-def _write_file(path: Path, data: bytes, mode: int, gid: int = 0) -> bool:
-    """`data` in `path`, root:`gid` and `mode`, replaced atomically (never through a symlink); False when
-    it already was exactly that."""
+def _write_file(path: Path, data: bytes, mode: int, owner: tuple[int, int] | None = None) -> bool:
+    """`data` in `path` with `mode` (and `owner`, uid and gid, when given), replaced atomically through a
+    new temporary file, never written through a symlink: a reader never sees half a file. False when it
+    already was exactly that."""
     try:
         st = os.lstat(path)
-        same = (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, gid, mode)
+        same = stat.S_IMODE(st.st_mode) == mode and owner in (None, (st.st_uid, st.st_gid))
         if stat.S_ISREG(st.st_mode) and same and path.read_bytes() == data:
             return False
     except OSError:
         pass
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.unlink(missing_ok=True)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "wb") as fh:
         fh.write(data)
-    os.chown(tmp, 0, gid)
+    if owner is not None:
+        os.chown(tmp, *owner)
     os.chmod(tmp, mode)
     os.replace(tmp, path)
     return True
 
 
-def record_spec(build: Path, spec_src: Path, digest: str, group: str = "") -> bool:
-    """Keep the spec `build` was made from (0640 root:`group`: it may carry pip index tokens) and its
-    digest (0644) in the build's conda-meta/. True when anything changed."""
-    import grp
-
-    gid = grp.getgrnam(group).gr_gid if group else 0
-    spec = _write_file(build / SPEC_COPY, spec_src.read_bytes(), 0o640, gid)
-    return _write_file(build / DIGEST_FILE, f"{digest}\n".encode(), 0o644) or spec
+def record_spec(build: Path, spec_src: Path, digest: str) -> bool:
+    """Keep the spec `build` was made from and its digest (0644, root) in the build's conda-meta/. The copy
+    gets the source's mode and group (the role writes it 0640 root:<dl_env_group>: it may carry pip index
+    tokens). True when anything changed."""
+    st = os.stat(spec_src)
+    mode = stat.S_IMODE(st.st_mode) & 0o777
+    spec = _write_file(build / SPEC_COPY, spec_src.read_bytes(), mode, (0, st.st_gid))
+    return _write_file(build / DIGEST_FILE, f"{digest}\n".encode(), 0o644, (0, 0)) or spec
 
 
 def _write_json(path: Path, data: dict) -> None:
-    """Write `data` as JSON, 0644, replacing `path` atomically: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, sort_keys=True) + "\n", encoding="utf-8")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    """Write `data` as JSON, 0644 (`_write_file`)."""
+    _write_file(path, (json.dumps(data, sort_keys=True) + "\n").encode(), 0o644)
 
 
 def write_marker(build: Path, name: str, digest: str, run_id: str, complete: bool) -> bool:
@@ -890,8 +889,10 @@ def main() -> None:
         if state == "inspect":
             module.exit_json(changed=False, **inspect(envs_dir, builds_dir))
         elif state == "live":
-            new = {"builds_dir": builds_dir, "digest": p["digest"]} if p["builds_dir"] and p["digest"] else {}
-            module.exit_json(changed=False, **live(envs_dir, p["name"], **new))
+            live_state = live(
+                envs_dir, p["name"], builds_dir=builds_dir if p["builds_dir"] else None, digest=p["digest"] or ""
+            )
+            module.exit_json(changed=False, **live_state)
         elif state == "trusted_python":
             prefix = Path(p["path"]) if p["path"] else envs_dir / p["name"]
             python = trusted_python(prefix)
@@ -901,7 +902,7 @@ def main() -> None:
         elif state == "mark":
             build = Path(p["path"])
             spec = bool(p["spec_src"]) and p["complete"]
-            recorded = spec and not check and record_spec(build, Path(p["spec_src"]), p["digest"], p["group"])
+            recorded = spec and not check and record_spec(build, Path(p["spec_src"]), p["digest"])
             changed = check or write_marker(build, p["name"], p["digest"], p["run_id"], p["complete"])
             module.exit_json(changed=changed or recorded)
         elif state == "seal":

@@ -379,10 +379,13 @@ def test_the_spec_and_its_digest_are_recorded_in_the_build_root_only_and_once(tm
     (build / "conda-meta").mkdir(parents=True)
     spec = tmp_path / "environment.yml"
     spec.write_text("name: dl\ndependencies: [{pip: [--index-url https://tok:SECRET@example/simple]}]\n")
+    spec.chmod(0o640)  # as write_host leaves it, root:<dl_env_group>
+    os.chown(spec, 0, 65534)
     assert B.record_spec(build, spec, D1 * 5) is True
     assert (build / B.SPEC_COPY).read_bytes() == spec.read_bytes()
     assert B.recorded_digest(build) == D1 * 5
-    assert oct((build / B.SPEC_COPY).stat().st_mode & 0o777) == "0o640"
+    copy = (build / B.SPEC_COPY).stat()
+    assert (oct(copy.st_mode & 0o777), copy.st_uid, copy.st_gid) == ("0o640", 0, 65534)
     assert oct((build / B.DIGEST_FILE).stat().st_mode & 0o777) == "0o644"
     assert B.record_spec(build, spec, D1 * 5) is False
     # A link planted where the copy goes is replaced, never written through.

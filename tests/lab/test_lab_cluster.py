@@ -153,7 +153,7 @@ def test_sshd_actions_need_an_ssh_lab(tmp_path: Path) -> None:
 
 
 def test_sudo_password_needs_the_ssh_connection(tmp_path: Path) -> None:
+    nodes = cluster.parse_nodes("a=none")
     with pytest.raises(cluster.LabError, match="--sudo-password needs the ssh connection"):
-        nodes = cluster.parse_nodes("a=none")
         cluster.up(tmp_path, nodes, tmp_path / "cache", connection="podman", sudo_password=True)
     assert not (tmp_path / "lab.json").exists()
