@@ -1,13 +1,16 @@
-"""Benchmark (not a test): the Molecule hosts' podman connection with and without pipelining.
+"""Benchmark (not a test): the same playbook through each way gpulab reaches a host, side by side.
 
-    .venv/bin/python benchmarks/bench_connection.py [--rounds 3] [--tasks 20]
+    .venv/bin/python benchmarks/bench_connection.py [--rounds 3] [--tasks 20] [--targets podman,ssh,...]
 
-One container from the Debian 12 test image (``python -m gpulab.lab.images``), reached as ``admin`` with
-sudo as the scenarios reach theirs. Each round runs the same playbook (``--tasks`` module calls: stat,
-copy and command, all through become) once with ``containers.podman.podman`` and once with
-``molecule/shared/connection_plugins/gpulab_podman.py``, alternating which goes first. It prints the
-median wall time of each and the ratio of the medians; both runs must succeed, and the second
-connection's runs must report ``changed=0`` (the first run of the round made the files).
+Targets: ``podman`` and ``ssh`` reach one container from the Debian 12 test image (``python -m
+gpulab.lab.images``) as ``admin`` with sudo, as the lab and the Molecule scenarios reach theirs, through
+``containers.podman.podman`` (the lab's ``--connection podman``) or its sshd on a loopback port (started
+by ``gpulab.lab.ssh``, ControlPersist); ``local`` and ``local-pipelining`` run on this machine with the
+local connection (no become), as the suite's site.yml tests do, with pipelining off and on. Every run uses
+ansible.cfg; a target's name says what it overrides (``ANSIBLE_PIPELINING``). Each round runs the
+playbook (``--tasks`` module calls: stat, copy and command) once per target, rotating which goes first.
+It prints the median wall time of each and its ratio to the first target; every run after the warm-up
+must report ``changed=0``.
 """
 
 from __future__ import annotations
@@ -22,15 +25,18 @@ import time
 import uuid
 from pathlib import Path
 
+from gpulab.lab import ssh
 from gpulab.lab.images import IMAGE_REPO, ensure_image
 from gpulab.podman import podman, podman_env
 
 REPO = Path(__file__).resolve().parents[1]
-PLUGINS = REPO / "molecule" / "shared" / "connection_plugins"
-CONNECTIONS = ("containers.podman.podman", "gpulab_podman")
+IMAGE = "debian12"
+TARGETS = ("podman", "ssh", "local", "local-pipelining")
+# What a target sets beyond ansible.cfg (which pipelines the ssh connection only).
+ENV: dict[str, dict[str, str]] = {"local-pipelining": {"ANSIBLE_PIPELINING": "true"}}
 
 PLAYBOOK = """
-- name: Module calls through become, as the roles make them
+- name: Module calls (through become on the containers), as the roles make them
   hosts: all
   gather_facts: false
   tasks:
@@ -41,7 +47,7 @@ PLAYBOOK = """
     - name: Write a file
       ansible.builtin.copy:
         content: "file {{{{ item }}}}"
-        dest: "/tmp/bench-{{{{ item }}}}"
+        dest: "{{{{ bench_dir }}}}/bench-{{{{ item }}}}"
         mode: "0644"
       loop: "{{{{ range({copies}) | list }}}}"
     - name: Run a command
@@ -51,16 +57,20 @@ PLAYBOOK = """
 """
 
 
-def run_playbook(workdir: Path, connection: str) -> tuple[float, str]:
-    env = podman_env() | {
-        "ANSIBLE_CONNECTION_PLUGINS": str(PLUGINS),
-        "ANSIBLE_NOCOLOR": "1",
-        # ansible-playbook from this venv, as bench_provision.py runs it, whatever PATH says.
-        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", os.defpath)]),
-    }
+def run_playbook(workdir: Path, target: str) -> tuple[float, str]:
+    env = (
+        podman_env()
+        | ENV.get(target, {})
+        | {
+            "ANSIBLE_NOCOLOR": "1",
+            "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),  # gpulab's settings, as the lab runs
+            # ansible-playbook from this venv, as bench_provision.py runs it, whatever PATH says.
+            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", os.defpath)]),
+        }
+    )
     start = time.perf_counter()
     proc = subprocess.run(
-        ["ansible-playbook", "-i", str(workdir / "hosts.ini"), "-c", connection, str(workdir / "play.yml")],
+        ["ansible-playbook", "-i", str(workdir / f"{target}.ini"), str(workdir / "play.yml")],
         env=env,
         capture_output=True,
         text=True,
@@ -68,44 +78,63 @@ def run_playbook(workdir: Path, connection: str) -> tuple[float, str]:
     )
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
-        sys.exit(f"{connection}: ansible-playbook failed (rc {proc.returncode}):\n{proc.stdout[-3000:]}")
+        sys.exit(f"{target}: ansible-playbook failed (rc {proc.returncode}):\n{proc.stdout[-3000:]}")
     recap = [line for line in proc.stdout.splitlines() if "ok=" in line]
     return seconds, recap[-1] if recap else ""
+
+
+def write_inventories(workdir: Path, container: str) -> None:
+    """One inventory per target; the SSH one after starting the container's sshd (gpulab.lab.ssh)."""
+    files = ssh.files(workdir)
+    port = ssh.serve(files, [container])[container]
+    user = f"ansible_user={ssh.SSH_USER} ansible_become=true bench_dir=/tmp"
+    (workdir / "podman.ini").write_text(f"{container} ansible_connection=containers.podman.podman {user}\n")
+    (workdir / "ssh.ini").write_text(
+        f"{container} ansible_connection=ssh ansible_host=127.0.0.1 ansible_port={port} {user}"
+        f" ansible_ssh_private_key_file={files.private_key} ansible_ssh_common_args='{files.common_args()}'\n"
+    )
+    local = f"localhost ansible_connection=local ansible_python_interpreter={sys.executable}"
+    local += f" bench_dir={workdir}\n"
+    for target in ("local", "local-pipelining"):
+        (workdir / f"{target}.ini").write_text(local)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--tasks", type=int, default=20, help="module calls per playbook (at least 3)")
+    parser.add_argument("--targets", default=",".join(TARGETS), help=f"comma-separated: {', '.join(TARGETS)}")
     args = parser.parse_args()
+    targets = args.targets.split(",")
+    if unknown := set(targets) - set(TARGETS):
+        parser.error(f"unknown targets {sorted(unknown)}; known: {', '.join(TARGETS)}")
     copies = max(1, args.tasks // 4)
     stats = max(1, args.tasks - copies - 1)
-    ensure_image("debian12")
+    ensure_image(IMAGE)
     name = f"gpulab-bench-connection-{uuid.uuid4().hex[:6]}"
-    podman("run", "-d", "--name", name, "--network", "host", f"{IMAGE_REPO}:debian12", "sleep", "infinity")
-    times: dict[str, list[float]] = {c: [] for c in CONNECTIONS}
+    podman("run", "-d", "--name", name, "--network", "host", f"{IMAGE_REPO}:{IMAGE}", "sleep", "infinity")
+    times: dict[str, list[float]] = {t: [] for t in targets}
     try:
         with tempfile.TemporaryDirectory(prefix="gpulab-bench-connection-") as tmp:
             workdir = Path(tmp)
-            (workdir / "hosts.ini").write_text(f"{name} ansible_user=admin ansible_become=true\n")
+            write_inventories(workdir, name)
             (workdir / "play.yml").write_text(PLAYBOOK.format(stats=stats, copies=copies))
-            run_playbook(workdir, CONNECTIONS[0])  # warm-up: makes the files, fills the caches
+            for target in targets:  # warm-up: makes the files, fills the caches, opens the master
+                run_playbook(workdir, target)
             for round_no in range(args.rounds):
-                order = CONNECTIONS if round_no % 2 == 0 else CONNECTIONS[::-1]
-                for connection in order:
-                    seconds, recap = run_playbook(workdir, connection)
+                shift = round_no % len(targets)
+                for target in targets[shift:] + targets[:shift]:
+                    seconds, recap = run_playbook(workdir, target)
                     if "changed=0" not in recap:
-                        sys.exit(f"{connection}: expected changed=0 after the warm-up, got: {recap}")
-                    times[connection].append(seconds)
-                    print(f"round {round_no + 1}: {connection}: {seconds:.1f} s", flush=True)
+                        sys.exit(f"{target}: expected changed=0 after the warm-up, got: {recap}")
+                    times[target].append(seconds)
+                    print(f"round {round_no + 1}: {target}: {seconds:.1f} s", flush=True)
     finally:
         podman("rm", "-f", "-t", "0", name, check=False)
-    medians = {c: statistics.median(t) for c, t in times.items()}
+    medians = {t: statistics.median(v) for t, v in times.items()}
     print(f"\n{stats + copies + 1} module calls per run, {args.rounds} rounds, median wall time:")
-    for connection, seconds in medians.items():
-        print(f"  {connection:26} {seconds:6.1f} s")
-    ratio = medians[CONNECTIONS[0]] / medians[CONNECTIONS[1]]
-    print(f"ratio (containers.podman.podman / gpulab_podman): {ratio:.2f}")
+    for target, seconds in medians.items():
+        print(f"  {target:18} {seconds:6.1f} s   / {targets[0]}: {seconds / medians[targets[0]]:.2f}")
 
 
 if __name__ == "__main__":

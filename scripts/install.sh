@@ -7,6 +7,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh lab
 export CONTAINERS_CONF="${CONTAINERS_CONF:-$PWD/src/gpulab/data/containers.conf}"
-.venv/bin/python -m gpulab.lab.images debian12-ssh
+.venv/bin/python -m gpulab.lab.images debian12
 .venv/bin/python -m gpulab.lab.services prefetch --cache-dir .cache/gpulab-lab >/dev/null
 echo "gpulab: installed; run .venv/bin/gpulab --help"

@@ -15,7 +15,7 @@ from tests.conftest import REPO, expected_minutes, require_containers, tool_env
 LOG_DIR = REPO / ".cache" / "molecule-logs"
 BASE_CONFIG = REPO / ".config" / "molecule" / "config.yml"
 # A stuck scenario fails well before CI's own limit: GPULAB_SCENARIO_TIMEOUT (default 900 s), or 2.5x the
-# scenario's expected minutes (tests/conftest.py) for the long ones (dl_env/default: 6.5 min, busy cores).
+# scenario's expected minutes (tests/conftest.py) for the long ones (dl_env/default: 5.5 min, busy cores).
 SCENARIO_TIMEOUT = float(os.environ.get("GPULAB_SCENARIO_TIMEOUT", "900"))
 
 

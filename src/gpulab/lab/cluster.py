@@ -13,7 +13,6 @@ import hashlib
 import json
 import re
 import shutil
-import socket
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Literal
 import yaml
 
 from gpulab.lab import nvidia_smi, ssh
-from gpulab.lab.images import RECIPES, SSH_SUFFIX, ensure_image
+from gpulab.lab.images import RECIPES, ensure_image
 from gpulab.lab.installer import Flavor, installer_name
 from gpulab.lab.services import PINS, LabServices, checksums, start_detached_mirror, stop_detached_mirror
 from gpulab.podman import PodmanError, podman, require_podman
@@ -144,16 +143,6 @@ class LabState:
         return cls(state_dir, **{**data, "nodes": [Node(**n) for n in data["nodes"]]})
 
 
-def _free_port(port: int = 0) -> int:
-    """`port` (any free one for 0) once bound on 127.0.0.1 and let go; 0 when it is taken."""
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return 0
-        return int(sock.getsockname()[1])
-
-
 def running_containers(lab: str | None = None) -> list[str]:
     """Names of lab containers: every lab's, or only those of the lab with id `lab`."""
     label = f"{LAB_ID_LABEL}={lab}" if lab else LAB_LABEL
@@ -270,25 +259,24 @@ def up(
     taken = sorted(set(running_containers()) & {n.container for n in nodes})
     if taken:
         raise LabError(f"containers {', '.join(taken)} already exist; run `gpulab lab down` first")
-    if port is not None and not _free_port(port):
+    if port is not None and not ssh.free_port(port):
         raise LabError(f"port {port} on 127.0.0.1 is taken; choose another with --port")
     state_dir.mkdir(parents=True, exist_ok=True)
     services = LabServices(root=state_dir / "services", cache_dir=cache_dir)
     services.prepare()
-    port = port or _free_port()
+    port = port or ssh.free_port()
     pid = start_detached_mirror(services.mirror_root, port, state_dir / "mirror.log")
     state = LabState(state_dir, nodes, f"http://127.0.0.1:{port}", pid, connection, sudo_password)
     state.save()
-    suffix = SSH_SUFFIX if connection == "ssh" else ""
     try:
         for image in sorted({n.image for n in nodes}):
-            ensure_image(image + suffix)
+            ensure_image(image)
         if connection == "ssh":
             ssh.make_key_pair(state.ssh)
         password = ssh.make_sudo_password(state.ssh) if sudo_password else None
         for node in nodes:
             labels = ["--label", LAB_LABEL, "--label", f"{LAB_ID_LABEL}={ident}"]
-            image = f"localhost/gpulab-test:{node.image}{suffix}"
+            image = f"localhost/gpulab-test:{node.image}"
             podman(
                 "run",
                 "-d",
@@ -304,7 +292,7 @@ def up(
             set_profile(node)
             ssh.prepare_node(node.container, state.ssh if connection == "ssh" else None, password)
             if connection == "ssh":
-                _start_sshd_on_free_port(node)
+                node.ssh_port = ssh.start_sshd_on_free_port(node.container)
         if connection == "ssh":
             state.save()
             trust_host_keys(state)
@@ -335,18 +323,6 @@ def down(state_dir: Path) -> list[str]:
 def _installer_sha256(state_dir: Path) -> str:
     """The sha256 of the lab's Miniforge installer, as `LabServices.prepare` recorded it."""
     return checksums(state_dir / "services")[installer_name(LAB_RELEASE, LAB_FLAVOR)]
-
-
-def _start_sshd_on_free_port(node: Node, attempts: int = 3) -> None:
-    """Start the node's sshd on a free loopback port (another lab may take a port between probe and bind)."""
-    for attempt in range(attempts):
-        node.ssh_port = _free_port()
-        try:
-            ssh.start_sshd(node.container, node.ssh_port)
-            return
-        except ssh.SshLabError:
-            if attempt == attempts - 1:
-                raise
 
 
 def trust_host_keys(state: LabState) -> None:

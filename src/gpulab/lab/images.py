@@ -1,10 +1,10 @@
 """Images for test hosts and lab nodes, built locally (no registry is reachable), never stored in git.
 
-A base image is a Debian `debootstrap --variant=minbase` root with python3 and sudo, plus the first user
-`admin` (passwordless sudo) that a server installer leaves behind, imported with `podman import`.
-An SSH image is a base image recipe plus openssh-server, for `gpulab lab up` (SSH by default): sshd
-configured for key-only logins on loopback, no host keys (each node makes its own when it starts).
-An EE base image is a base image recipe plus Debian's openssh-client: the controller that
+A base image is a Debian `debootstrap --variant=minbase` root with python3, sudo and openssh-server, plus
+the first user `admin` (passwordless sudo) that a server installer leaves behind, imported with `podman
+import`. Its sshd is configured for key-only logins on loopback and has no host keys (each node makes its
+own when `gpulab.lab.ssh` starts it): lab nodes and Molecule hosts are reached over SSH, like real nodes.
+An EE base image is Debian 12 with python3, sudo and Debian's openssh-client: the controller that
 `execution-environment.yml` builds on (the ssh connection needs the client; no registry image is reachable).
 A conda image is a base image with the stand-in Miniforge already installed in /opt/miniconda3, made
 with `podman commit`, for the scenarios that need conda but are not about installing it (installing
@@ -47,8 +47,8 @@ rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin
 """
 
 
-# What an SSH image adds after _POST_INSTALL. Host keys are removed (the package's postinst made them at
-# build time, so every node would share them); `gpulab.lab.cluster` runs `ssh-keygen -A` in each node.
+# What a base image adds after _POST_INSTALL for its sshd. Host keys are removed (the package's postinst
+# made them at build time, so every node would share them); `gpulab.lab.ssh` runs `ssh-keygen -A` in each.
 # pam_loginuid cannot write /proc/self/loginuid in a container, so it is made optional for sshd only.
 _SSH_POST_INSTALL = """\
 set -eu
@@ -69,8 +69,8 @@ install -d -m 0700 -o admin -g admin /home/admin/.ssh
 class Recipe:
     name: str
     suite: str
-    packages: tuple[str, ...] = ("python3", "sudo")
-    extra_post: str = ""  # run after _POST_INSTALL (SSH images)
+    packages: tuple[str, ...] = ("python3", "sudo", "openssh-server")
+    extra_post: str = _SSH_POST_INSTALL  # run after _POST_INSTALL
 
     @property
     def tag(self) -> str:
@@ -88,7 +88,7 @@ class Recipe:
             "post": _POST_INSTALL,
             "variant": "minbase",
         }
-        if self.extra_post:  # (absent for base images, so their digests stay those of existing images)
+        if self.extra_post:
             recipe["extra_post"] = self.extra_post
         text = json.dumps(recipe, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -99,22 +99,10 @@ RECIPES: dict[str, Recipe] = {
     "debian13": Recipe("debian13", "trixie"),
 }
 
-SSH_SUFFIX = "-ssh"
-# The same Debian releases with sshd, for SSH labs: `<base>-ssh`.
-SSH_RECIPES: dict[str, Recipe] = {
-    f"{name}{SSH_SUFFIX}": Recipe(
-        f"{name}{SSH_SUFFIX}", base.suite, (*base.packages, "openssh-server"), _SSH_POST_INSTALL
-    )
-    for name, base in RECIPES.items()
-}
-
-
 # The base of the execution environment (docs/ee.md): Debian 12's python3 (the version the EE's wheelhouse
 # is downloaded for) and the ssh client ansible's ssh connection runs.
 EE_BASE_RECIPES: dict[str, Recipe] = {
-    "debian12-ee-base": Recipe(
-        "debian12-ee-base", "bookworm", (*RECIPES["debian12"].packages, "openssh-client")
-    )
+    "debian12-ee-base": Recipe("debian12-ee-base", "bookworm", ("python3", "sudo", "openssh-client"), "")
 }
 
 
@@ -179,7 +167,7 @@ def build_lock(name: str) -> Iterator[None]:
 
 def ensure_image(name: str, *, force: bool = False, log: bool = True) -> str:
     """Build `localhost/gpulab-test:<name>` unless an image from the same recipe exists. Returns the tag."""
-    base_recipes = RECIPES | SSH_RECIPES | EE_BASE_RECIPES
+    base_recipes = RECIPES | EE_BASE_RECIPES
     if name not in base_recipes and name not in CONDA_RECIPES:
         known = ", ".join(sorted([*base_recipes, *CONDA_RECIPES]))
         raise ImageBuildError(f"unknown image {name!r}; known: {known}")
@@ -259,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "names",
         nargs="*",
-        default=[*sorted(RECIPES), *sorted(CONDA_RECIPES), *sorted(SSH_RECIPES), *sorted(EE_BASE_RECIPES)],
+        default=[*sorted(RECIPES), *sorted(CONDA_RECIPES), *sorted(EE_BASE_RECIPES)],
         help="images to ensure",
     )
     parser.add_argument("--force", action="store_true", help="rebuild even when the recipe is unchanged")

@@ -1,12 +1,15 @@
-"""SSH lab nodes (`gpulab lab up`, the default connection): the lab's key pair, known_hosts and sudo password,
-and each node's sshd (started, stopped, given new host keys) on its own loopback port.
+"""SSH lab nodes (`gpulab lab up`, the default connection) and Molecule hosts: the key pair, known_hosts and
+sudo password, and each container's sshd (started, stopped, given new host keys) on its own loopback port.
 
-Everything lives in `<lab state dir>/ssh/` (0700): the user's ~/.ssh is never read for keys or written.
+Everything lives in `<state dir>/ssh/` (0700): the user's ~/.ssh is never read for keys or written.
 Secrets reach the containers on podman's standard input, never on a command line.
+Molecule's create (molecule/shared/playbooks/create.yml) runs `python -m gpulab.lab.ssh serve`.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import secrets
 import shutil
@@ -110,6 +113,42 @@ def start_sshd(container: str, port: int, *, new_host_keys: bool = False) -> Non
     wait_for_sshd(port, container)
 
 
+def free_port(port: int = 0) -> int:
+    """`port` (any free one for 0) once bound on 127.0.0.1 and let go; 0 when it is taken."""
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return 0
+        return int(sock.getsockname()[1])
+
+
+def start_sshd_on_free_port(container: str, attempts: int = 3) -> int:
+    """Start the container's sshd on a free loopback port and return it (another process may take a port
+    between probe and bind, so a failed start is tried again on another)."""
+    error = ""
+    for _ in range(attempts):
+        port = free_port()
+        try:
+            start_sshd(container, port)
+            return port
+        except SshLabError as exc:
+            error = str(exc)
+    raise SshLabError(f"{error} (tried {attempts} free ports)")
+
+
+def serve(ssh: SshFiles, containers: list[str]) -> dict[str, int]:
+    """Make `containers` reachable as admin over SSH: a fresh key pair authorized in each, each one's sshd on
+    a free loopback port, their host keys in known_hosts. Returns container -> port."""
+    make_key_pair(ssh)
+    ports: dict[str, int] = {}
+    for container in containers:
+        prepare_node(container, ssh, None)
+        ports[container] = start_sshd_on_free_port(container)
+    write_known_hosts(ssh, ports)
+    return ports
+
+
 # Every sshd process: the listener and each connection's (`sshd-session` since OpenSSH 9.8), so that no
 # ControlPersist master survives the stop either, as on a node that went down (minbase has no pkill).
 _KILL_ALL_SSHD = (
@@ -162,3 +201,25 @@ def write_known_hosts(ssh: SshFiles, nodes: dict[str, int]) -> None:
     """The lab's known_hosts: every node's host keys (container name -> port), replacing older entries."""
     lines = [line for container, port in nodes.items() for line in host_key_lines(container, port)]
     _write_private(ssh.known_hosts, "".join(f"{line}\n" for line in lines))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gpulab.lab.ssh", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve_cmd = sub.add_parser("serve", help="start sshd in running containers; print the connection as JSON")
+    serve_cmd.add_argument("--dir", type=Path, required=True, help="where ssh/ (keys, known_hosts) goes")
+    serve_cmd.add_argument("containers", nargs="+")
+    args = parser.parse_args(argv)
+    ssh = files(args.dir)
+    try:
+        ports = serve(ssh, args.containers)
+    except (SshLabError, PodmanError) as exc:
+        print(f"gpulab: {exc}")
+        return 1
+    out = {"user": SSH_USER, "identity_file": str(ssh.private_key), "known_hosts": str(ssh.known_hosts)}
+    print(json.dumps(out | {"ports": ports}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
