@@ -271,8 +271,6 @@ def up(
     try:
         for image in sorted({n.image for n in nodes}):
             ensure_image(image)
-        if connection == "ssh":
-            ssh.make_key_pair(state.ssh)
         password = ssh.make_sudo_password(state.ssh) if sudo_password else None
         for node in nodes:
             labels = ["--label", LAB_LABEL, "--label", f"{LAB_ID_LABEL}={ident}"]
@@ -290,12 +288,13 @@ def up(
                 "infinity",
             )
             set_profile(node)
-            ssh.prepare_node(node.container, state.ssh if connection == "ssh" else None, password)
-            if connection == "ssh":
-                node.ssh_port = ssh.start_sshd_on_free_port(node.container)
+            if password is not None:
+                ssh.require_sudo_password(node.container, password)
         if connection == "ssh":
+            ports = ssh.serve(state.ssh, [node.container for node in nodes])
+            for node in nodes:
+                node.ssh_port = ports[node.container]
             state.save()
-            trust_host_keys(state)
         write_inventory(state, _installer_sha256(state_dir))
     except BaseException:  # also Ctrl-C: leave nothing behind
         down(state_dir)

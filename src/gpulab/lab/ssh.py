@@ -91,15 +91,17 @@ def make_sudo_password(ssh: SshFiles) -> str:
     return password
 
 
-def prepare_node(container: str, ssh: SshFiles | None, password: str | None) -> None:
-    """Authorize the lab's key for admin (SSH labs) and, with a password, make admin's sudo ask for it."""
-    if ssh is not None:
-        write = f"umask 077 && cat > {AUTHORIZED_KEYS} && chown admin:admin {AUTHORIZED_KEYS}"
-        podman("exec", "-i", container, "sh", "-c", write, stdin=ssh.public_key.read_text())
-    if password is not None:
-        podman("exec", "-i", container, "chpasswd", stdin=f"{SSH_USER}:{password}\n")
-        sudoers = f"printf 'admin ALL=(ALL:ALL) ALL\\n' > {SUDOERS} && chmod 0440 {SUDOERS}"
-        podman("exec", container, "sh", "-c", sudoers)
+def authorize_key(container: str, ssh: SshFiles) -> None:
+    """Let the key pair's holder log in as admin."""
+    write = f"umask 077 && cat > {AUTHORIZED_KEYS} && chown admin:admin {AUTHORIZED_KEYS}"
+    podman("exec", "-i", container, "sh", "-c", write, stdin=ssh.public_key.read_text())
+
+
+def require_sudo_password(container: str, password: str) -> None:
+    """Give admin `password` and make admin's sudo ask for it."""
+    podman("exec", "-i", container, "chpasswd", stdin=f"{SSH_USER}:{password}\n")
+    sudoers = f"printf 'admin ALL=(ALL:ALL) ALL\\n' > {SUDOERS} && chmod 0440 {SUDOERS}"
+    podman("exec", container, "sh", "-c", sudoers)
 
 
 def start_sshd(container: str, port: int, *, new_host_keys: bool = False) -> None:
@@ -143,7 +145,7 @@ def serve(ssh: SshFiles, containers: list[str]) -> dict[str, int]:
     make_key_pair(ssh)
     ports: dict[str, int] = {}
     for container in containers:
-        prepare_node(container, ssh, None)
+        authorize_key(container, ssh)
         ports[container] = start_sshd_on_free_port(container)
     write_known_hosts(ssh, ports)
     return ports
