@@ -3,7 +3,8 @@
 One two-node SSH lab (`gpulab lab up --connection ssh --sudo-password`) for the module, driven by
 `gpulab provision/check -K` through a pty (pexpect answers the password prompt as a user would):
 provision + idempotent re-run with pipelining and ControlPersist in effect, a wrong sudo password, a
-node whose sshd is down, and a node whose host key changed.
+node whose sshd is down, and a node whose host key changed. Also `python -m gpulab.lab.ssh serve` (the
+Molecule hosts' SSH set-up, which every scenario runs) on a container that is not there.
 """
 
 from __future__ import annotations
@@ -216,3 +217,17 @@ def test_changed_host_key_names_the_host_and_what_to_do(ssh_lab: SshLab) -> None
     finally:
         trust = _gpulab(["lab", "sshd", GPU, "trust"], ssh_lab.env)
         assert trust.returncode == 0, trust.stdout + trust.stderr
+
+
+def test_serve_names_the_container_it_cannot_reach_and_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`python -m gpulab.lab.ssh serve` (Molecule's create) on a container that does not exist: a one-line
+    message naming it, exit 1, no traceback, and no port handed out."""
+    require_containers()
+    from gpulab.lab import ssh
+
+    assert ssh.main(["serve", "--dir", str(tmp_path), "gpulab-no-such-container"]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("gpulab: ") and "gpulab-no-such-container" in out, out
+    assert not ssh.files(tmp_path).known_hosts.exists()
