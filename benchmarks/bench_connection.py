@@ -6,9 +6,11 @@ Targets: ``podman`` and ``ssh`` reach one container from the Debian 12 test imag
 gpulab.lab.images``) as ``admin`` with sudo, as the lab and the Molecule scenarios reach theirs, through
 ``containers.podman.podman`` (the lab's ``--connection podman``) or its sshd on a loopback port (started
 by ``gpulab.lab.ssh``, ControlPersist); ``local`` and ``local-pipelining`` run on this machine with the
-local connection (no become), as the suite's site.yml tests do, with pipelining off and on. Every run uses
-ansible.cfg; a target's name says what it overrides (``ANSIBLE_PIPELINING``). Each round runs the
-playbook (``--tasks`` module calls: stat, copy and command) once per target, rotating which goes first.
+local connection (no become), as the suite's site.yml tests do, with pipelining off and on;
+``ssh-mitogen`` and ``local-mitogen`` are ``ssh`` and ``local`` with Mitogen's strategy (``pip install
+mitogen`` first; gpulab does not use it, docs/performance.md says why). Every run uses ansible.cfg and
+Ansible's default strategy unless its name says otherwise. Each round runs the playbook (``--tasks``
+module calls: stat, copy and command) once per target, rotating which goes first.
 It prints the median wall time of each and its ratio to the first target; every run after the warm-up
 must report ``changed=0``.
 """
@@ -16,6 +18,7 @@ must report ``changed=0``.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import statistics
 import subprocess
@@ -31,9 +34,12 @@ from gpulab.podman import podman, podman_env
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGE = "debian12"
-TARGETS = ("podman", "ssh", "local", "local-pipelining")
-# What a target sets beyond ansible.cfg (which pipelines the ssh connection only).
-ENV: dict[str, dict[str, str]] = {"local-pipelining": {"ANSIBLE_PIPELINING": "true"}}
+TARGETS = ("podman", "ssh", "local", "local-pipelining", "ssh-mitogen", "local-mitogen")
+# What a target sets beyond ansible.cfg (which pipelines the ssh connection only); the plain targets
+# say ANSIBLE_STRATEGY=linear, Ansible's default, whatever the caller's environment says.
+LINEAR = {"ANSIBLE_STRATEGY": "linear"}
+ENV: dict[str, dict[str, str]] = {"local-pipelining": LINEAR | {"ANSIBLE_PIPELINING": "true"}}
+MITOGEN_TARGETS = ("ssh-mitogen", "local-mitogen")
 
 PLAYBOOK = """
 - name: Module calls (through become on the containers), as the roles make them
@@ -60,7 +66,7 @@ PLAYBOOK = """
 def run_playbook(workdir: Path, target: str) -> tuple[float, str]:
     env = (
         podman_env()
-        | ENV.get(target, {})
+        | ENV.get(target, LINEAR)
         | {
             "ANSIBLE_NOCOLOR": "1",
             "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),  # gpulab's settings, as the lab runs
@@ -83,19 +89,30 @@ def run_playbook(workdir: Path, target: str) -> tuple[float, str]:
     return seconds, recap[-1] if recap else ""
 
 
+def mitogen_env() -> dict[str, str]:
+    """Mitogen's linear strategy (measured, not gpulab's: docs/performance.md); `pip install mitogen`."""
+    spec = importlib.util.find_spec("ansible_mitogen")
+    if spec is None or not spec.submodule_search_locations:
+        sys.exit(f"{', '.join(MITOGEN_TARGETS)}: Mitogen is not installed here (pip install mitogen)")
+    plugins = Path(next(iter(spec.submodule_search_locations))) / "plugins" / "strategy"
+    return {"ANSIBLE_STRATEGY": "mitogen_linear", "ANSIBLE_STRATEGY_PLUGINS": str(plugins)}
+
+
 def write_inventories(workdir: Path, container: str) -> None:
     """One inventory per target; the SSH one after starting the container's sshd (gpulab.lab.ssh)."""
     files = ssh.files(workdir)
     port = ssh.serve(files, [container])[container]
     user = f"ansible_user={ssh.SSH_USER} ansible_become=true bench_dir=/tmp"
     (workdir / "podman.ini").write_text(f"{container} ansible_connection=containers.podman.podman {user}\n")
-    (workdir / "ssh.ini").write_text(
+    ssh_inventory = (
         f"{container} ansible_connection=ssh ansible_host=127.0.0.1 ansible_port={port} {user}"
         f" ansible_ssh_private_key_file={files.private_key} ansible_ssh_common_args='{files.common_args()}'\n"
     )
+    for target in ("ssh", "ssh-mitogen"):
+        (workdir / f"{target}.ini").write_text(ssh_inventory)
     local = f"localhost ansible_connection=local ansible_python_interpreter={sys.executable}"
     local += f" bench_dir={workdir}\n"
-    for target in ("local", "local-pipelining"):
+    for target in ("local", "local-pipelining", "local-mitogen"):
         (workdir / f"{target}.ini").write_text(local)
 
 
@@ -108,6 +125,8 @@ def main() -> None:
     targets = args.targets.split(",")
     if unknown := set(targets) - set(TARGETS):
         parser.error(f"unknown targets {sorted(unknown)}; known: {', '.join(TARGETS)}")
+    if set(targets) & set(MITOGEN_TARGETS):
+        ENV.update(dict.fromkeys(MITOGEN_TARGETS, mitogen_env()))
     copies = max(1, args.tasks // 4)
     stats = max(1, args.tasks - copies - 1)
     ensure_image(IMAGE)

@@ -357,6 +357,8 @@ def run(options: Options) -> int:
     result: dict[str, Any] = {
         "nodes": options.nodes,
         "connection": options.connection,
+        # Ansible's strategy plugin, as the environment chose it (docs/performance.md compares Mitogen's).
+        "strategy": os.environ.get("ANSIBLE_STRATEGY", "linear"),
         "lab": plan.spec(),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "load_before": load_average(),
@@ -427,7 +429,8 @@ def run(options: Options) -> int:
     result["scale"] = {str(k): v for k, v in scale_rows.items()}
     result["podman_exec_s"] = exec_s
     result["problems"] = problems
-    print(f"\n{options.nodes} lab nodes ({plan.spec()}), connection {options.connection}")
+    lab = f"{options.nodes} lab nodes ({plan.spec()})"
+    print(f"\n{lab}, connection {options.connection}, strategy {result['strategy']}")
     print(f"load average {result['load_before']} before, {result['load_after']} after; {os.cpu_count()} CPUs")
     print(render_table(timings, floor_names))
     print(f"ratios use the smaller floor run ({floor:.1f}s); '/ cold' = run / cold provision")

@@ -1,13 +1,15 @@
-"""Benchmark (not a test): Molecule scenarios of two checkouts, side by side.
+"""Benchmark (not a test): test units of two checkouts, side by side.
 
-    .venv/bin/python benchmarks/bench_scenarios.py --old DIR [--rounds 2] SCENARIO [SCENARIO ...]
+    .venv/bin/python benchmarks/bench_scenarios.py --old DIR [--rounds 2] UNIT [UNIT ...]
 
-SCENARIO is a label of tests/test_molecule.py (`miniconda/default`, `harness`). DIR is another checkout
-of this repository (`git worktree add /tmp/old <commit>`). Each round runs every scenario once from each
-checkout, one at a time (`pytest -n 0 tests/test_molecule.py::test_scenario[SCENARIO]`, cwd = the
-checkout), alternating which checkout goes first, and times it. Both use this venv and its `gpulab`
-package: what differs is the checkouts' Molecule files, roles and plugins. Every run must pass. It prints
-each run, then per scenario the median wall time of each checkout and the ratio new / old.
+UNIT is a Molecule scenario's label in tests/test_molecule.py (`miniconda/default`, `harness`) or a pytest
+node id (`tests/cli/test_fast_path.py`, `tests/dl_env/test_role_local.py::test_...`). DIR is another
+checkout of this repository (`git worktree add /tmp/old <commit>`). Each round runs every unit once from
+each checkout, one at a time (`pytest -n 0 UNIT`, cwd = the checkout), alternating which checkout goes
+first, and times it. Both use this venv's packages, each checkout its own `gpulab` package
+(PYTHONPATH=<checkout>/src, so the lab's stand-ins are the checkout's too) and its own roles, plugins and
+Molecule files. Every run must pass. It prints each run, then per unit the median wall time of each
+checkout and the ratio new / old.
 """
 
 from __future__ import annotations
@@ -23,14 +25,20 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_scenario(checkout: Path, scenario: str) -> float:
-    argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-n", "0"]
-    argv.append(f"tests/test_molecule.py::test_scenario[{scenario}]")
+def node_id(unit: str) -> str:
+    """The pytest node id of a unit: a path stays, a scenario label names its test_molecule.py case."""
+    return unit if unit.startswith("tests/") else f"tests/test_molecule.py::test_scenario[{unit}]"
+
+
+def run_unit(checkout: Path, unit: str) -> float:
+    argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-n", "0", node_id(unit)]
+    src = os.pathsep.join(filter(None, [str(checkout / "src"), os.environ.get("PYTHONPATH")]))
+    env = os.environ | {"PYTHONPATH": src}
     start = time.perf_counter()
-    proc = subprocess.run(argv, cwd=checkout, capture_output=True, text=True, env=os.environ, check=False)
+    proc = subprocess.run(argv, cwd=checkout, capture_output=True, text=True, env=env, check=False)
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
-        sys.exit(f"{scenario} failed in {checkout} (rc {proc.returncode}):\n{proc.stdout[-3000:]}")
+        sys.exit(f"{unit} failed in {checkout} (rc {proc.returncode}):\n{proc.stdout[-3000:]}")
     return seconds
 
 
@@ -38,21 +46,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--old", type=Path, required=True, help="the other checkout (the baseline)")
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("scenarios", nargs="+")
+    parser.add_argument("units", nargs="+")
     args = parser.parse_args()
     checkouts = {"old": args.old.resolve(), "new": REPO}
     times: dict[tuple[str, str], list[float]] = {}
     for round_no in range(args.rounds):
         order = ["old", "new"] if round_no % 2 == 0 else ["new", "old"]
-        for scenario in args.scenarios:
+        for unit in args.units:
             for which in order:
-                seconds = run_scenario(checkouts[which], scenario)
-                times.setdefault((scenario, which), []).append(seconds)
-                print(f"round {round_no + 1}: {scenario} {which}: {seconds:.1f} s", flush=True)
+                seconds = run_unit(checkouts[which], unit)
+                times.setdefault((unit, which), []).append(seconds)
+                print(f"round {round_no + 1}: {unit} {which}: {seconds:.1f} s", flush=True)
     print(f"\nold = {checkouts['old']}, new = {checkouts['new']}; median of {args.rounds} rounds:")
-    for scenario in args.scenarios:
-        old, new = (statistics.median(times[(scenario, w)]) for w in ("old", "new"))
-        print(f"  {scenario:28} old {old:6.1f} s  new {new:6.1f} s  new / old {new / old:.2f}")
+    for unit in args.units:
+        old, new = (statistics.median(times[(unit, w)]) for w in ("old", "new"))
+        print(f"  {unit:28} old {old:6.1f} s  new {new:6.1f} s  new / old {new / old:.2f}")
 
 
 if __name__ == "__main__":

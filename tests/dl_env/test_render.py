@@ -1,5 +1,9 @@
 """Render the spec with the real role (tasks_from: render, dl_env_render_only) for a table of hosts:
-driver/CUDA/no-GPU x groups x base files, through ansible-playbook, then check every rendered file."""
+driver/CUDA/no-GPU x groups x base files, through ansible-playbook, then check every rendered file.
+
+Two bring-your-own files go through the role (one on a GPU host, one on a CPU host): they prove the role
+hands the file to the rewrite filter and writes what it returns. Every other base file is checked against
+conda's schema in-process, through the same filter (the role adds nothing per file)."""
 
 from __future__ import annotations
 
@@ -37,6 +41,11 @@ MATCHSPEC = re.compile(
 )
 
 
+# The bring-your-own files rendered through the role: (fixture, host suffix, the host's CUDA).
+BYO_THROUGH_ANSIBLE = [("pip-cuda-index.yml", "gpu", "12.9"), ("cudatoolkit-legacy.yml", "cpu", "")]
+EXTRA_CONDA, EXTRA_PIP = ["numpy", "scipy"], ["einops"]  # the inventory's dl_env_*_packages
+
+
 def byo_host(fixture: str) -> str:
     return "byo-" + fixture.removesuffix(".yml")
 
@@ -46,15 +55,15 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     tmp = tmp_path_factory.mktemp("dl_env_render")
     out = tmp / "out"
     byo_hosts: dict[str, Any] = {}
-    for fixture in BYO:
-        byo_hosts[byo_host(fixture) + "-gpu"] = {**H100, "dl_env_base_file": str(FIXTURES / fixture)}
-        byo_hosts[byo_host(fixture) + "-cpu"] = {**CPU, "dl_env_base_file": str(FIXTURES / fixture)}
+    for fixture, suffix, _ in BYO_THROUGH_ANSIBLE:
+        facts = H100 if suffix == "gpu" else CPU
+        byo_hosts[f"{byo_host(fixture)}-{suffix}"] = {**facts, "dl_env_base_file": str(FIXTURES / fixture)}
     inventory = {
         "all": {
             "vars": {
                 **local_render_vars(out),
-                "dl_env_conda_packages": ["numpy", "scipy"],
-                "dl_env_pip_packages": ["einops"],
+                "dl_env_conda_packages": EXTRA_CONDA,
+                "dl_env_pip_packages": EXTRA_PIP,
             },
             "children": {
                 "gpu_train": {
@@ -171,18 +180,30 @@ def test_cpu_host_gets_pytorch_cpu_and_no_cuda(rendered: dict[str, Any]) -> None
     assert bare["variables"] == {"OMP_NUM_THREADS": "4"}
 
 
-@pytest.mark.parametrize("fixture", BYO)
-@pytest.mark.parametrize(("suffix", "cuda"), [("gpu", "12.9"), ("cpu", "")])
+def byo_rewrite(fixture: str, cuda: str) -> dict[str, Any]:
+    """What the role's filter makes of a bring-your-own file for a host with this CUDA (in-process)."""
+    text = F._filter_rewrite((FIXTURES / fixture).read_text(), fixture, cuda, EXTRA_CONDA, EXTRA_PIP)
+    data: dict[str, Any] = F.check_spec(text, fixture)
+    return data
+
+
+def assert_conda_schema(data: dict[str, Any]) -> None:
+    assert set(data) <= set(F.VALID_KEYS)
+    assert isinstance(data.get("channels", []), list)
+    for dep in deps(data):
+        assert MATCHSPEC.match(dep), dep
+    assert any(F.package_key(d) == "python" for d in deps(data))
+    if pip(data):
+        assert "pip" in {F.package_key(d) for d in deps(data)}
+
+
+@pytest.mark.parametrize(("fixture", "suffix", "cuda"), BYO_THROUGH_ANSIBLE)
 def test_byo_file_is_rewritten_for_the_host(
     rendered: dict[str, Any], fixture: str, suffix: str, cuda: str
 ) -> None:
     text, data = spec_of(rendered, f"{byo_host(fixture)}-{suffix}")
     assert f"# Base file: {fixture} (CUDA pins replaced)" in text
-    expected = F.check_spec(
-        F._filter_rewrite((FIXTURES / fixture).read_text(), fixture, cuda, ["numpy", "scipy"], ["einops"]),
-        fixture,
-    )
-    assert data == expected
+    assert data == byo_rewrite(fixture, cuda)
 
 
 @pytest.mark.parametrize(
@@ -192,15 +213,15 @@ def test_byo_file_is_rewritten_for_the_host(
         "l40s-node",
         "cpu-node",
         "no-framework",
-        *[f"{byo_host(f)}-{s}" for f in BYO for s in ("gpu", "cpu")],
+        *[f"{byo_host(f)}-{s}" for f, s, _ in BYO_THROUGH_ANSIBLE],
     ],
 )
 def test_rendered_spec_follows_conda_schema(rendered: dict[str, Any], host: str) -> None:
     _, data = spec_of(rendered, host)
-    assert set(data) <= set(F.VALID_KEYS)
-    assert isinstance(data.get("channels", []), list)
-    for dep in deps(data):
-        assert MATCHSPEC.match(dep), dep
-    assert any(F.package_key(d) == "python" for d in deps(data))
-    if pip(data):
-        assert "pip" in {F.package_key(d) for d in deps(data)}
+    assert_conda_schema(data)
+
+
+@pytest.mark.parametrize("fixture", BYO)
+@pytest.mark.parametrize("cuda", ["12.9", ""])
+def test_every_byo_file_rewritten_follows_conda_schema(fixture: str, cuda: str) -> None:
+    assert_conda_schema(byo_rewrite(fixture, cuda))

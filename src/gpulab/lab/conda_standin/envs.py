@@ -265,7 +265,10 @@ def env_create(ctx: Context, file: str, target: str, cmd_line: str) -> int:
             records.append(record("pip", install_wheel(prefix, wheel), PIP_NOTE))
         records += [record(s.name, s.record_version(), STANDIN_NOTE) for s in specs if s.conda_only]
         if pip_reqs:  # the "solve" of the other conda packages is pip's resolver
-            proc = run_pip(prefix, ["install", *[s.name + s.pip_constraint() for s in pip_reqs]])
+            # --no-compile: conda links a package's files as built (an arch-specific package ships its
+            # .pyc files), it does not byte-compile them; pip's compile step cost seconds per env here.
+            reqs = [s.name + s.pip_constraint() for s in pip_reqs]
+            proc = run_pip(prefix, ["install", "--no-compile", *reqs])
             if proc.returncode != 0:
                 print("Solving environment: failed\n")
                 out = proc.stdout + proc.stderr
