@@ -41,8 +41,9 @@ MATCHSPEC = re.compile(
 )
 
 
-# The bring-your-own files rendered through the role: (fixture, host suffix, the host's CUDA).
-BYO_THROUGH_ANSIBLE = [("pip-cuda-index.yml", "gpu", "12.9"), ("cudatoolkit-legacy.yml", "cpu", "")]
+# The bring-your-own files rendered through the role, each on one kind of host: (fixture, host suffix).
+BYO_HOST_FACTS = {"gpu": H100, "cpu": CPU}
+BYO_THROUGH_ANSIBLE = [("pip-cuda-index.yml", "gpu"), ("cudatoolkit-legacy.yml", "cpu")]
 EXTRA_CONDA, EXTRA_PIP = ["numpy", "scipy"], ["einops"]  # the inventory's dl_env_*_packages
 
 
@@ -55,9 +56,11 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     tmp = tmp_path_factory.mktemp("dl_env_render")
     out = tmp / "out"
     byo_hosts: dict[str, Any] = {}
-    for fixture, suffix, _ in BYO_THROUGH_ANSIBLE:
-        facts = H100 if suffix == "gpu" else CPU
-        byo_hosts[f"{byo_host(fixture)}-{suffix}"] = {**facts, "dl_env_base_file": str(FIXTURES / fixture)}
+    for fixture, suffix in BYO_THROUGH_ANSIBLE:
+        byo_hosts[f"{byo_host(fixture)}-{suffix}"] = {
+            **BYO_HOST_FACTS[suffix],
+            "dl_env_base_file": str(FIXTURES / fixture),
+        }
     inventory = {
         "all": {
             "vars": {
@@ -180,8 +183,9 @@ def test_cpu_host_gets_pytorch_cpu_and_no_cuda(rendered: dict[str, Any]) -> None
     assert bare["variables"] == {"OMP_NUM_THREADS": "4"}
 
 
-def byo_rewrite(fixture: str, cuda: str) -> dict[str, Any]:
-    """What the role's filter makes of a bring-your-own file for a host with this CUDA (in-process)."""
+def byo_rewrite(fixture: str, suffix: str) -> dict[str, Any]:
+    """What the role's filter makes of a bring-your-own file for that kind of host (in-process)."""
+    cuda = BYO_HOST_FACTS[suffix]["cuda_check_cuda_version"]
     text = F._filter_rewrite((FIXTURES / fixture).read_text(), fixture, cuda, EXTRA_CONDA, EXTRA_PIP)
     data: dict[str, Any] = F.check_spec(text, fixture)
     return data
@@ -197,13 +201,11 @@ def assert_conda_schema(data: dict[str, Any]) -> None:
         assert "pip" in {F.package_key(d) for d in deps(data)}
 
 
-@pytest.mark.parametrize(("fixture", "suffix", "cuda"), BYO_THROUGH_ANSIBLE)
-def test_byo_file_is_rewritten_for_the_host(
-    rendered: dict[str, Any], fixture: str, suffix: str, cuda: str
-) -> None:
+@pytest.mark.parametrize(("fixture", "suffix"), BYO_THROUGH_ANSIBLE)
+def test_byo_file_is_rewritten_for_the_host(rendered: dict[str, Any], fixture: str, suffix: str) -> None:
     text, data = spec_of(rendered, f"{byo_host(fixture)}-{suffix}")
     assert f"# Base file: {fixture} (CUDA pins replaced)" in text
-    assert data == byo_rewrite(fixture, cuda)
+    assert data == byo_rewrite(fixture, suffix)
 
 
 @pytest.mark.parametrize(
@@ -213,7 +215,7 @@ def test_byo_file_is_rewritten_for_the_host(
         "l40s-node",
         "cpu-node",
         "no-framework",
-        *[f"{byo_host(f)}-{s}" for f, s, _ in BYO_THROUGH_ANSIBLE],
+        *[f"{byo_host(f)}-{s}" for f, s in BYO_THROUGH_ANSIBLE],
     ],
 )
 def test_rendered_spec_follows_conda_schema(rendered: dict[str, Any], host: str) -> None:
@@ -222,6 +224,6 @@ def test_rendered_spec_follows_conda_schema(rendered: dict[str, Any], host: str)
 
 
 @pytest.mark.parametrize("fixture", BYO)
-@pytest.mark.parametrize("cuda", ["12.9", ""])
-def test_every_byo_file_rewritten_follows_conda_schema(fixture: str, cuda: str) -> None:
-    assert_conda_schema(byo_rewrite(fixture, cuda))
+@pytest.mark.parametrize("suffix", BYO_HOST_FACTS)
+def test_every_byo_file_rewritten_follows_conda_schema(fixture: str, suffix: str) -> None:
+    assert_conda_schema(byo_rewrite(fixture, suffix))
