@@ -7,8 +7,8 @@ gpulab.lab.images``) as ``admin`` with sudo, as the lab and the Molecule scenari
 ``containers.podman.podman`` (the lab's ``--connection podman``) or its sshd on a loopback port (started
 by ``gpulab.lab.ssh``, ControlPersist); ``local`` and ``local-pipelining`` run on this machine with the
 local connection (no become), as the suite's site.yml tests do, with pipelining off and on;
-``ssh-mitogen`` and ``local-mitogen`` are ``ssh`` and ``local`` with Mitogen's strategy (``pip install
-mitogen`` first; gpulab does not use it, docs/performance.md says why). Every run uses ansible.cfg and
+``ssh-mitogen`` and ``local-mitogen`` are ``ssh`` and ``local`` with Mitogen's strategy (gpulab gives it to
+site.yml's provision play only, docs/performance.md says why). Every run uses ansible.cfg and
 Ansible's default strategy unless its name says otherwise. Each round runs the playbook (``--tasks``
 module calls: stat, copy and command) once per target, rotating which goes first.
 It prints the median wall time of each and its ratio to the first target; every run after the warm-up
@@ -18,7 +18,6 @@ must report ``changed=0``.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import statistics
 import subprocess
@@ -28,6 +27,7 @@ import time
 import uuid
 from pathlib import Path
 
+from gpulab import strategy
 from gpulab.lab import ssh
 from gpulab.lab.images import IMAGE_REPO, ensure_image
 from gpulab.podman import podman, podman_env
@@ -90,12 +90,11 @@ def run_playbook(workdir: Path, target: str) -> tuple[float, str]:
 
 
 def mitogen_env() -> dict[str, str]:
-    """Mitogen's linear strategy (measured, not gpulab's: docs/performance.md); `pip install mitogen`."""
-    spec = importlib.util.find_spec("ansible_mitogen")
-    if spec is None or not spec.submodule_search_locations:
+    """Mitogen's linear strategy for every play (gpulab gives it to site.yml's provision play only)."""
+    plugins = strategy.mitogen_plugins()
+    if plugins is None:
         sys.exit(f"{', '.join(MITOGEN_TARGETS)}: Mitogen is not installed here (pip install mitogen)")
-    plugins = Path(next(iter(spec.submodule_search_locations))) / "plugins" / "strategy"
-    return {"ANSIBLE_STRATEGY": "mitogen_linear", "ANSIBLE_STRATEGY_PLUGINS": str(plugins)}
+    return {"ANSIBLE_STRATEGY": strategy.MITOGEN, "ANSIBLE_STRATEGY_PLUGINS": str(plugins)}
 
 
 def write_inventories(workdir: Path, container: str) -> None:

@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from gpulab import collection, ee_run
+from gpulab import collection, ee_run, strategy
 from gpulab import extravars as xvars
 from gpulab.connection import ConnectionOptions
 from gpulab.errors import ExitCode, GpulabError, ParseError, UsageError
@@ -321,7 +321,8 @@ class Run:
 
         self.states.mkdir(parents=True, exist_ok=True)
         self.run_dir.mkdir(mode=0o700, exist_ok=True)  # a stop request may have made it
-        internal = self.request.internal_vars
+        plan = strategy.plan(self.request.extravars.known(), bool(self.request.ee_image), self._environ)
+        internal = {**plan.extravars, **self.request.internal_vars}
         if self.request.ee_image:
             internal = ee_run.internal_vars(internal, self.run_dir)
             ee_run.prepare_run_dir(self.run_dir)
@@ -329,6 +330,7 @@ class Run:
         kwargs = build_kwargs(
             self.request, self.project, self.run_dir, self.ident, self._environ, extravar_args
         )
+        kwargs["envvars"].update(plan.envvars)
         if self._passwords:
             kwargs["passwords"] = self._passwords
         kwargs.update(
