@@ -41,7 +41,6 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from gpulab import strategy  # noqa: E402
 from gpulab.lab import cluster  # noqa: E402
 from gpulab.lab.cli import DEMO_UPGRADE  # noqa: E402
 
@@ -352,9 +351,10 @@ def load_average() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
-def provision_strategy() -> str:
-    """The strategy the driver gives site.yml's provision play in this environment (no user -e, no EE)."""
-    chosen = strategy.plan({}, False, os.environ).extravars.get(strategy.VAR)
+def provision_strategy(report: Mapping[str, Any]) -> str:
+    """The strategy site.yml's provision play ran with: the driver's choice (report `options.strategy`,
+    gpulab.strategy), else the configured one."""
+    chosen = report.get("options", {}).get("strategy")
     return str(chosen or os.environ.get("ANSIBLE_STRATEGY", "linear"))
 
 
@@ -364,9 +364,6 @@ def run(options: Options) -> int:
     result: dict[str, Any] = {
         "nodes": options.nodes,
         "connection": options.connection,
-        # The provision play's strategy plugin, as the driver chooses it (gpulab.strategy; the fast-path play
-        # keeps the configured one): docs/performance.md compares Mitogen's with linear.
-        "strategy": provision_strategy(),
         "lab": plan.spec(),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "load_before": load_average(),
@@ -384,7 +381,10 @@ def run(options: Options) -> int:
         try:
             timings: dict[str, Timing] = {}
             timings["floor before"] = bench.floor("floor before")
-            timings["cold"], _ = bench.provision("cold")
+            timings["cold"], report = bench.provision("cold")
+            # The provision play's strategy (the fast-path play keeps the configured one): docs/performance.md
+            # compares Mitogen's with linear.
+            result["strategy"] = provision_strategy(report)
             timings["no-op"], report = bench.provision("no-op")
             problems += [f"no-op: {p}" for p in noop_problems(report)]
             bench.upgrade(plan.main_changed)
@@ -438,7 +438,7 @@ def run(options: Options) -> int:
     result["podman_exec_s"] = exec_s
     result["problems"] = problems
     lab = f"{options.nodes} lab nodes ({plan.spec()})"
-    print(f"\n{lab}, connection {options.connection}, provision play strategy {result['strategy']}")
+    print(f"\n{lab}, connection {options.connection}, provision play strategy {result.get('strategy', '?')}")
     print(f"load average {result['load_before']} before, {result['load_after']} after; {os.cpu_count()} CPUs")
     print(render_table(timings, floor_names))
     print(f"ratios use the smaller floor run ({floor:.1f}s); '/ cold' = run / cold provision")

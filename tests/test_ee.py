@@ -182,6 +182,7 @@ def test_site_provisions_an_ssh_lab_node_from_inside_the_ee(
     assert host["status"] == "ok" and host["counts"]["changed"] > 0, host
     assert host["mlp_check"]["passed"] is True, host["mlp_check"]
     assert data["options"]["ee"] == TEST_TAG
+    assert data["options"]["strategy"] is None  # the image carries no Mitogen: the configured strategy
     # The playbook ran in the image: ansible-runner's command is podman, with the image's collection.
     command = json.loads((Path(data["artifacts"]) / "command").read_text())["command"]
     assert command[:2] == ["podman", "run"] and TEST_TAG in command and "gpulab.gpulab.site" in command

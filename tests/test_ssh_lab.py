@@ -119,6 +119,7 @@ def test_provision_over_ssh_with_sudo_password_then_rerun_changes_nothing(ssh_la
     data = _report(first)
     assert rc == ExitCode.OK, out[-3000:]
     assert data["status"] == "ok" and set(data["hosts"]) == {GPU, CPU}
+    assert data["options"]["strategy"] == "mitogen_linear"  # the full runs on Mitogen, sudo password and all
     for name, host in data["hosts"].items():
         assert host["status"] == "ok", (name, host["message"])
         assert host["mlp_check"]["passed"] is True, (name, host["mlp_check"])

@@ -460,6 +460,7 @@ def execute(
         "max_fail_percentage": (extra or {}).get("gpulab_max_fail_percentage"),
         "reverify": bool((extra or {}).get("dl_env_reverify")),
         "ee": request.ee_image,
+        "strategy": run.provision_strategy,
     }
     report = build_report(
         state,

@@ -296,6 +296,8 @@ class Run:
         # {prompt regex: answer} for ansible-runner's pexpect loop; kept in memory only
         self._passwords = dict(passwords or {})
         self.redactor = redactor or Redactor()
+        # What the driver gave site.yml's provision play (gpulab.strategy); None: the configured strategy.
+        self.provision_strategy: str | None = None
 
     # ansible-runner callbacks -------------------------------------------------------------------
     def _event_handler(self, event: dict[str, Any]) -> bool:
@@ -321,7 +323,8 @@ class Run:
 
         self.states.mkdir(parents=True, exist_ok=True)
         self.run_dir.mkdir(mode=0o700, exist_ok=True)  # a stop request may have made it
-        plan = strategy.plan(self.request.extravars.known(), bool(self.request.ee_image), self._environ)
+        plan = strategy.plan(self.request, self._environ)
+        self.provision_strategy = plan.extravars.get(strategy.VAR)
         internal = {**plan.extravars, **self.request.internal_vars}
         if self.request.ee_image:
             internal = ee_run.internal_vars(internal, self.run_dir)

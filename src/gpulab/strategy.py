@@ -8,20 +8,29 @@ one task per host, Mitogen's start-up per host costs more than it saves (measure
 The play reads ``gpulab_provision_strategy`` and falls back to the configured strategy (plain
 ``ansible-playbook``, AWX). The driver sets it to Mitogen unless the user chose a strategy
 (``ANSIBLE_STRATEGY``, or ``-e gpulab_provision_strategy=linear``), the run is in an execution environment
-(the image carries no Mitogen), or Mitogen is not installed.
+(the image carries no Mitogen), Mitogen is not installed, or Mitogen would escalate where Ansible does not
+(:func:`escalates_to_itself`).
 """
 
 from __future__ import annotations
 
+import getpass
 import importlib.util
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from gpulab import inventory_vars
+
+if TYPE_CHECKING:
+    from gpulab.runner import RunRequest
 
 VAR = "gpulab_provision_strategy"
 MITOGEN = "mitogen_linear"
+_LOCAL = ("local", "ansible.builtin.local")
+_FALSE = ("false", "no", "off", "0", "n", "f")
 
 
 @dataclass(frozen=True)
@@ -39,11 +48,35 @@ def mitogen_plugins() -> Path | None:
     return plugins if (plugins / f"{MITOGEN}.py").is_file() else None
 
 
-def plan(user_vars: Mapping[str, Any], in_ee: bool, environ: Mapping[str, str]) -> Plan:
-    if in_ee or VAR in user_vars or environ.get("ANSIBLE_STRATEGY"):
+def escalates_to_itself(
+    hosts: Iterable[Mapping[str, Any]], user: str, connection: str, become_user: str
+) -> bool:
+    """A host on the local connection that escalates to the user gpulab runs as (root on a root shell):
+    Ansible skips become there (the become user is the current user), Mitogen runs sudo for it, which fails
+    where no sudo is installed. ``connection`` and ``become_user``: the command line's (``-c``,
+    ``--become-user``), which host variables override."""
+    for host in hosts:
+        if str(host.get("ansible_connection") or connection) not in _LOCAL:
+            continue
+        if str(host.get("ansible_become", True)).lower() in _FALSE:
+            continue
+        if str(host.get("ansible_become_user") or become_user) == user:
+            return True
+    return False
+
+
+def plan(request: RunRequest, environ: Mapping[str, str]) -> Plan:
+    user_vars = request.extravars.known()
+    chosen = VAR in user_vars or environ.get("ANSIBLE_STRATEGY")
+    if request.playbook.name != "site.yml" or request.ee_image or chosen:
         return Plan()
     plugins = mitogen_plugins()
     if plugins is None:
+        return Plan()
+    hosts = [{**h, **user_vars} for h in inventory_vars.host_vars(request.inventories, request.limit)]
+    options = request.connection
+    user = getpass.getuser()  # as Ansible's local connection names the current user
+    if escalates_to_itself(hosts, user, options.connection or "ssh", options.become_user or "root"):
         return Plan()
     paths = [str(plugins), *filter(None, [environ.get("ANSIBLE_STRATEGY_PLUGINS")])]
     return Plan(envvars={"ANSIBLE_STRATEGY_PLUGINS": os.pathsep.join(paths)}, extravars={VAR: MITOGEN})
