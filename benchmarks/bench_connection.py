@@ -91,10 +91,10 @@ def run_playbook(workdir: Path, target: str) -> tuple[float, str]:
 
 def mitogen_env() -> dict[str, str]:
     """Mitogen's linear strategy for every play (gpulab gives it to site.yml's provision play only)."""
-    plugins = strategy.mitogen_plugins()
-    if plugins is None:
+    env = strategy.every_play_environ()
+    if env is None:
         sys.exit(f"{', '.join(MITOGEN_TARGETS)}: Mitogen is not installed here (pip install mitogen)")
-    return {"ANSIBLE_STRATEGY": strategy.MITOGEN, "ANSIBLE_STRATEGY_PLUGINS": str(plugins)}
+    return env
 
 
 def write_inventories(workdir: Path, container: str) -> None:

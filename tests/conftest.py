@@ -111,6 +111,18 @@ def repo_ansible_env(**extra: str) -> dict[str, str]:
     )
 
 
+def on_mitogen() -> dict[str, str]:
+    """ansible-playbook's environment for Mitogen's strategy in every play, as gpulab runs site.yml's
+    provision play (gpulab.strategy): for the runs it makes faster, one or two hosts with long plays (0.6-0.85
+    of linear; docs/testing.md). Runs of many hosts with short plays stay linear (Mitogen's start-up per host
+    cost them up to 1.4x), as plain ansible-playbook and AWX run the roles."""
+    from gpulab.strategy import every_play_environ
+
+    mitogen = every_play_environ()
+    assert mitogen is not None, "Mitogen (a gpulab dependency) is not installed in this venv"
+    return mitogen
+
+
 @pytest.fixture(scope="session")
 def lab_services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """Start the offline lab services once per session: mirror with stand-in installers and wheelhouse.
@@ -141,7 +153,7 @@ def lab_services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
 # cores, from the last measured suite (docs/testing.md), so that the two xdist workers start with the
 # longest and finish together. Other units with container tests count half a minute, the rest nothing.
 _EXPECTED_MINUTES = {
-    "tests/dl_env/test_role_local.py": 9.0,
+    "tests/dl_env/test_role_local.py": 6.0,
     "tests/test_demo.py": 7.0,
     "tests/test_molecule.py::test_scenario[dl_env/default]": 5.5,
     "tests/cli/test_stop_site.py": 5.5,

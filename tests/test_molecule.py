@@ -10,13 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, expected_minutes, require_containers, tool_env
+from tests.conftest import REPO, expected_minutes, on_mitogen, require_containers, tool_env
 
 LOG_DIR = REPO / ".cache" / "molecule-logs"
 BASE_CONFIG = REPO / ".config" / "molecule" / "config.yml"
 # A stuck scenario fails well before CI's own limit: GPULAB_SCENARIO_TIMEOUT (default 900 s), or 2.5x the
 # scenario's expected minutes (tests/conftest.py) for the long ones (dl_env/default: 5.5 min, busy cores).
 SCENARIO_TIMEOUT = float(os.environ.get("GPULAB_SCENARIO_TIMEOUT", "900"))
+# Scenarios whose plays run on Mitogen's strategy, as gpulab runs site.yml's provision play: the ones it made
+# faster (few hosts, long plays: 0.59-0.86 of linear, benchmarks/bench_scenarios.py, docs/testing.md). The
+# others stay linear (Mitogen's start-up per host and play costs them 0.92-1.24), as plain ansible-playbook
+# and AWX run the roles: both strategies run the roles in containers.
+ON_MITOGEN = frozenset({"dl_env/default", "dl_env/several_envs", "miniconda/upgrade", "miniconda/failures"})
 
 
 def _scenarios() -> list[tuple[str, Path, str]]:
@@ -53,6 +58,8 @@ def test_scenario(
     run = f"-{os.environ.get('PYTEST_XDIST_WORKER', 'gw')}-{uuid.uuid4().hex[:6]}"
     env = tool_env() | lab_services
     env |= {"GPULAB_MOLECULE_RUN": run, "MOLECULE_EPHEMERAL_DIRECTORY": str(tmp_path / "molecule")}
+    if label in ON_MITOGEN:
+        env |= on_mitogen()
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     log = LOG_DIR / f"{label.replace('/', '__')}{run}.log"
     limit = max(SCENARIO_TIMEOUT, 2.5 * 60 * expected_minutes(request.node.nodeid))

@@ -48,6 +48,16 @@ def mitogen_plugins() -> Path | None:
     return plugins if (plugins / f"{MITOGEN}.py").is_file() else None
 
 
+def every_play_environ() -> dict[str, str] | None:
+    """ansible-playbook's environment for Mitogen's strategy in every play (the test suite's direct role
+    runs, benchmarks); None when Mitogen is not installed. gpulab gives it to site.yml's provision play only
+    (:func:`plan`)."""
+    plugins = mitogen_plugins()
+    if plugins is None:
+        return None
+    return {"ANSIBLE_STRATEGY": MITOGEN, "ANSIBLE_STRATEGY_PLUGINS": str(plugins)}
+
+
 def escalates_to_itself(
     hosts: Iterable[Mapping[str, Any]], user: str, connection: str, become_user: str
 ) -> bool:

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from gpulab.lab import nvidia_smi as lab_nvidia_smi
+from tests.conftest import on_mitogen
 
 from ._load import adhoc, gpu_facts, run_playbook
 
@@ -123,7 +124,7 @@ def _run_role(tmp: Path, hosts: dict[str, Any], sysroot: Path) -> dict[str, Any]
         hosts,
         "-e",
         "__cuda_check_fact_dir={{ cuda_check_test_fact_dir }}",
-        env={"GPULAB_LAB_NVIDIA_SMI_SYSROOT": str(sysroot)},
+        env={"GPULAB_LAB_NVIDIA_SMI_SYSROOT": str(sysroot), **on_mitogen()},
     )
 
 

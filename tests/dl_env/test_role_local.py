@@ -23,7 +23,7 @@ import yaml
 
 from gpulab.lab import nvidia_smi as lab_nvidia_smi
 from gpulab.lab.installer import build_installer
-from tests.conftest import REPO, VENV_BIN, repo_ansible_env
+from tests.conftest import REPO, VENV_BIN, on_mitogen, repo_ansible_env
 
 from ._load import NUMPY_CHECK_VARS, dl_env_builds, local_env_vars, wheelhouse_environ
 
@@ -93,7 +93,7 @@ def _provision(
     play = plays or [{"name": "Provision", "hosts": "all", "gather_facts": False, "roles": ["dl_env"]}]
     playbook = tmp / "provision.yml"
     playbook.write_text(yaml.safe_dump(play))
-    env = repo_ansible_env(ANSIBLE_STDOUT_CALLBACK="ansible.posix.json", **(environ or {}))
+    env = repo_ansible_env(ANSIBLE_STDOUT_CALLBACK="ansible.posix.json", **on_mitogen(), **(environ or {}))
     argv = [str(VENV_BIN / "ansible-playbook"), "-i", str(inventory), *args, str(playbook)]
     proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
     start = proc.stdout.find("{")
