@@ -153,7 +153,7 @@ def lab_services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
 # cores, from the last measured suite (docs/testing.md), so that the two xdist workers start with the
 # longest and finish together. Other units with container tests count half a minute, the rest nothing.
 _EXPECTED_MINUTES = {
-    "tests/dl_env/test_role_local.py": 6.0,
+    "tests/dl_env/test_role_local.py": 8.0,
     "tests/test_demo.py": 7.0,
     "tests/test_molecule.py::test_scenario[dl_env/default]": 5.5,
     "tests/cli/test_stop_site.py": 5.5,
