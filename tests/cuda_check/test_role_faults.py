@@ -7,6 +7,7 @@ The module is run directly and through Ansible; the role by real ansible-playboo
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -228,3 +229,93 @@ def test_a_corrupted_local_fact_is_said_read_as_none_rewritten_and_the_next_run_
     assert second["failed"] == {}
     assert {name: second["stats"][name]["changed"] for name in CORRUPT} == dict.fromkeys(CORRUPT, 0)
     assert not any("is not a record" in m for msgs in second["msgs"].values() for m in msgs)
+
+
+def _case(root: Path, profile: str, **role_vars: Any) -> dict[str, Any]:
+    """A case host answering from its own fake nvidia-smi: `profile` staged under root, /proc included."""
+    lab_nvidia_smi.stage(root, profile)
+    return {
+        **_host(root, root / "usr" / "bin" / "nvidia-smi"),
+        "cuda_check_test_sysroot": str(root),
+        "cuda_check_proc_version_path": str(root / lab_nvidia_smi.PROC_VERSION_FILE),
+        **role_vars,
+    }
+
+
+def _outputs(run: dict[str, Any], host: str) -> dict[str, Any]:
+    shown = [m for m in run["msgs"][host] if m.startswith("cuda_check outputs: ")]
+    assert len(shown) == 1, run["msgs"][host]
+    outputs: dict[str, Any] = json.loads(shown[0].removeprefix("cuda_check outputs: "))
+    return outputs
+
+
+# States in which the role must fail the host, each with its own words (what is wrong, what to do).
+FAILING: dict[str, tuple[str, dict[str, Any], list[str]]] = {
+    "broken": ("driver-broken", {}, ["couldn't communicate with the NVIDIA driver", "Usual causes"]),
+    "gpulost": ("gpu-lost", {}, ["GPU is lost", "Reboot the node"]),
+    "reboot": (
+        "driver-mismatch",
+        {},
+        ["Driver/library version mismatch", "kernel module is 580.173.02", "library is 580.178"],
+    ),
+    "pin": (
+        "l40s-550.127.05",
+        {"cuda_check_cuda_version_pin": "13.0"},
+        ["pin is 13.0", "driver 550.127.05", "maximum CUDA 12.4"],
+    ),
+    # No nvidia-smi where the role looks by default (PATH, then the usual directories).
+    "require": (
+        "none",
+        {"cuda_check_require_gpu": True, "cuda_check_nvidia_smi_path": ""},
+        ["cuda_check_require_gpu is true", "no NVIDIA driver/GPU"],
+    ),
+}
+
+
+@pytest.mark.slow
+def test_each_failing_state_fails_its_host_with_its_own_words_and_records_nothing(tmp_path: Path) -> None:
+    found = [d for d in os.environ["PATH"].split(os.pathsep) + gpu_facts.DEFAULT_SEARCH_DIRS if d]
+    if any(Path(d, "nvidia-smi").exists() for d in found):  # a machine with a real driver (never CI)
+        pytest.fail("this machine has an nvidia-smi: the `require` case needs one without (run it in CI)")
+    hosts = {name: _case(tmp_path / name, profile, **extra) for name, (profile, extra, _) in FAILING.items()}
+    run = _run_role(tmp_path, hosts, tmp_path / "broken")
+    assert set(run["failed"]) == set(FAILING), run["failed"]
+    for name, (_, _, words) in FAILING.items():
+        _task, msg = run["failed"][name]
+        # The role's fail messages start with the host; the selection filter's error is Ansible's own words.
+        shape = (
+            f"{name}: " if name != "pin" else "The filter plugin 'gpulab.gpulab.cuda_check_select' failed: "
+        )
+        assert shape in msg and (name == "pin" or msg.startswith(shape)), msg
+        assert [w for w in words if w not in msg] == [], (name, msg)
+        assert run["stats"][name]["changed"] == 0
+        assert not (tmp_path / name / "facts.d" / "cuda_check.fact").exists(), name
+
+
+@pytest.mark.slow
+def test_a_driver_upgraded_between_two_runs_is_recorded_and_the_run_after_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "upgrade"
+    hosts = {"upgrade": _case(root, "l40s-550.127.05")}
+    fact = root / "facts.d" / "cuda_check.fact"
+    first = _run_role(tmp_path, hosts, root)
+    assert first["failed"] == {} and _outputs(first, "upgrade")["cuda_version"] == "12.9"
+
+    lab_nvidia_smi.stage(root, "l40s-595.80")  # R550 -> R595, no reboot needed
+    upgraded = _run_role(tmp_path, hosts, root)
+    assert upgraded["failed"] == {}
+    outputs = _outputs(upgraded, "upgrade")
+    assert outputs["driver_changed"] is True, outputs
+    assert (outputs["previous_driver"], outputs["driver"]) == ("550.127.05", "595.80")
+    assert (outputs["cuda_driver"], outputs["cuda_version"]) == ("13.2", "13.0")
+    gpu = outputs["gpus"][0]
+    assert (gpu["compute_capability"], gpu["compute_capability_source"]) == ("8.9", "nvidia-smi")
+    record = json.loads(fact.read_text(encoding="utf-8"))
+    assert (record["driver"], record["previous_driver"]) == ("595.80", "550.127.05")
+    assert (record["cuda_version"], record["cuda_driver_version"]) == ("13.0", "13.2")
+    assert record["driver_seen_since"] == record["checked_at"]
+
+    again = _run_role(tmp_path, hosts, root)
+    assert again["failed"] == {} and again["stats"]["upgrade"]["changed"] == 0
+    assert _outputs(again, "upgrade")["driver_changed"] is False
