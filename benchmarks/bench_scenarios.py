@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_scenarios.py --old DIR [--rounds 2] UNIT [UNIT ...]
 
-UNIT is a Molecule scenario's label in tests/test_molecule.py (`miniconda/default`, `harness`) or a pytest
+UNIT is a Molecule scenario's label in tests/test_molecule.py (`dl_env/default`) or a pytest
 node id (`tests/cli/test_fast_path.py`, `tests/dl_env/test_role_local.py::test_...`). DIR is another
 checkout of this repository (`git worktree add /tmp/old <commit>`). Each round runs every unit once from
 each checkout, one at a time (`pytest -n 0 UNIT`, cwd = the checkout), alternating which checkout goes

@@ -21,7 +21,7 @@ SCENARIO_TIMEOUT = float(os.environ.get("GPULAB_SCENARIO_TIMEOUT", "900"))
 # faster (few hosts, long plays: 0.59-0.86 of linear, benchmarks/bench_scenarios.py, docs/testing.md). The
 # others stay linear (Mitogen's start-up per host and play costs them 0.92-1.24), as plain ansible-playbook
 # and AWX run the roles: both strategies run the roles in containers.
-ON_MITOGEN = frozenset({"dl_env/default", "dl_env/several_envs", "miniconda/upgrade", "miniconda/failures"})
+ON_MITOGEN = frozenset({"dl_env/default", "miniconda/default", "miniconda/failures"})
 
 
 def _scenarios() -> list[tuple[str, Path, str]]:

@@ -110,11 +110,14 @@ def test_a_rerun_takes_the_fast_path_until_something_drifts(site: Site) -> None:
     host, reasons = _full(site, *extra)
     assert reasons == [INPUTS_CHANGED], reasons
     assert host["env_action"] == "updated", host
-    _fast(site, *extra)
+    kept = _fast(site, *extra)["mlp_check"]
 
-    # Asking for part of the run or a re-verification always runs in full.
-    _, reasons = _full(site, *extra, "--reverify")
+    # Asking for part of the run or a re-verification always runs in full; --reverify trains again.
+    host, reasons = _full(site, *extra, "--reverify")
     assert reasons == ["asked to re-verify (dl_env_reverify)"]
+    check = host["mlp_check"]
+    assert check["passed"] is True and check["check_reused"] is False, check
+    assert check["checked_at"] > kept["checked_at"], (kept, check)
     _fast(site, *extra)  # the re-verifying run's record holds for plain runs: a run knob is not an input
     _, reasons = _full(site, *extra, "--tags", "cuda_check")
     assert reasons == ["only part of the run was asked for (--tags/--skip-tags)"]
