@@ -1,4 +1,6 @@
-"""GPU-side faults of the fault matrix (docs/reliability.md): nvidia-smi hanging and a corrupted local fact.
+"""GPU-side faults of the fault matrix (docs/reliability.md): nvidia-smi hanging, a corrupted local fact, the
+states that must fail a host (broken driver, lost GPU, pending reboot, a pin the driver cannot run, a missing
+GPU that is required) and a driver upgraded between two runs.
 
 The module is run directly and through Ansible; the role by real ansible-playbook on this machine
 (ansible_connection=local), nvidia-smi being the lab's fake or a stand-in script that never answers.
@@ -278,15 +280,14 @@ def test_each_failing_state_fails_its_host_with_its_own_words_and_records_nothin
     if any(Path(d, "nvidia-smi").exists() for d in found):  # a machine with a real driver (never CI)
         pytest.fail("this machine has an nvidia-smi: the `require` case needs one without (run it in CI)")
     hosts = {name: _case(tmp_path / name, profile, **extra) for name, (profile, extra, _) in FAILING.items()}
-    run = _run_role(tmp_path, hosts, tmp_path / "broken")
+    run = _run_role(tmp_path, hosts, tmp_path / "each-host-has-its-own")
     assert set(run["failed"]) == set(FAILING), run["failed"]
     for name, (_, _, words) in FAILING.items():
         _task, msg = run["failed"][name]
-        # The role's fail messages start with the host; the selection filter's error is Ansible's own words.
-        shape = (
-            f"{name}: " if name != "pin" else "The filter plugin 'gpulab.gpulab.cuda_check_select' failed: "
-        )
-        assert shape in msg and (name == "pin" or msg.startswith(shape)), msg
+        if name == "pin":  # the selection filter's own words, inside Ansible's
+            assert "The filter plugin 'gpulab.gpulab.cuda_check_select' failed: " in msg, msg
+        else:  # the role's fail messages start with the host
+            assert msg.startswith(f"{name}: "), msg
         assert [w for w in words if w not in msg] == [], (name, msg)
         assert run["stats"][name]["changed"] == 0
         assert not (tmp_path / name / "facts.d" / "cuda_check.fact").exists(), name
