@@ -113,8 +113,9 @@ def repo_ansible_env(**extra: str) -> dict[str, str]:
 
 def on_mitogen() -> dict[str, str]:
     """ansible-playbook's environment for Mitogen's strategy in every play, as gpulab runs site.yml's
-    provision play (gpulab.strategy): for the runs it costs less CPU than linear (0.46-0.87; the suite on 2
-    cores is CPU-bound: docs/testing.md), even where one run alone takes a little longer."""
+    provision play (gpulab.strategy): for the runs it makes faster, one or two hosts with long plays (0.6-0.85
+    of linear; docs/testing.md). Runs of many hosts with short plays stay linear (Mitogen's start-up per host
+    cost them up to 1.4x), as plain ansible-playbook and AWX run the roles."""
     from gpulab.strategy import every_play_environ
 
     mitogen = every_play_environ()
@@ -152,24 +153,24 @@ def lab_services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
 # cores, from the last measured suite (docs/testing.md), so that the two xdist workers start with the
 # longest and finish together. Other units with container tests count half a minute, the rest nothing.
 _EXPECTED_MINUTES = {
-    "tests/dl_env/test_role_local.py": 6.5,
-    "tests/test_molecule.py::test_scenario[dl_env/default]": 6.0,
+    "tests/dl_env/test_role_local.py": 8.0,
+    "tests/test_demo.py": 7.0,
+    "tests/test_molecule.py::test_scenario[dl_env/default]": 5.5,
     "tests/cli/test_stop_site.py": 5.5,
-    "tests/cli/test_fast_path.py": 4.5,
-    "tests/test_demo.py": 4.0,
-    "tests/test_molecule.py::test_scenario[miniconda/default]": 3.0,
-    "tests/test_ssh_lab.py": 2.2,
+    "tests/cli/test_fast_path.py": 5.0,
     "tests/test_molecule.py::test_scenario[cuda_check/default]": 2.0,
-    "tests/test_demo_failure.py": 1.5,
+    "tests/test_demo_failure.py": 3.0,
+    "tests/test_ssh_lab.py": 2.5,
+    "tests/dl_env/test_render.py": 2.5,
+    "tests/test_molecule.py::test_scenario[miniconda/default]": 2.5,
+    "tests/test_molecule.py::test_scenario[miniconda/failures]": 1.5,
+    "tests/test_molecule.py::test_scenario[host_lock/default]": 1.0,
+    "tests/test_ee.py": 1.5,
     "tests/test_cli_lab.py": 1.5,
-    "tests/host_lock/test_host_lock.py": 1.5,
-    "tests/test_molecule.py::test_scenario[miniconda/failures]": 1.2,
-    "tests/cuda_check/test_role_faults.py": 1.2,
-    "tests/dl_env/test_render.py": 1.0,
-    "tests/miniconda/test_role_local.py": 1.0,
-    "tests/test_ee.py": 1.0,
+    "tests/miniconda/test_role_local.py": 1.5,
+    "tests/cuda_check/test_role_faults.py": 2.0,
+    "tests/host_lock/test_host_lock.py": 1.0,
     "tests/test_lint.py": 1.0,
-    "tests/test_molecule.py::test_scenario[host_lock/default]": 0.8,
 }
 # Modules whose tests share nothing, so each test is its own unit of work; every other module goes to
 # one worker whole (its module-scoped fixtures, e.g. test_cli_lab's lab, are set up once).

@@ -15,14 +15,13 @@ from tests.conftest import REPO, expected_minutes, on_mitogen, require_container
 LOG_DIR = REPO / ".cache" / "molecule-logs"
 BASE_CONFIG = REPO / ".config" / "molecule" / "config.yml"
 # A stuck scenario fails well before CI's own limit: GPULAB_SCENARIO_TIMEOUT (default 900 s), or 2.5x the
-# scenario's expected minutes (tests/conftest.py) for the long ones (dl_env/default: 6 min, busy cores).
+# scenario's expected minutes (tests/conftest.py) for the long ones (dl_env/default: 5.5 min, busy cores).
 SCENARIO_TIMEOUT = float(os.environ.get("GPULAB_SCENARIO_TIMEOUT", "900"))
-# Scenarios whose plays run on Mitogen's strategy, as gpulab runs site.yml's provision play: every one that
-# costs less CPU on it (0.67-0.76 of linear, benchmarks/bench_scenarios.py, docs/testing.md), which is what
-# the suite on 2 cores is bound by, even where its wall time alone is a little longer (cuda_check/default's
-# five hosts). host_lock/default stays linear, as plain ansible-playbook and AWX run the roles; the whole
-# site.yml runs linear in tests/test_ee.py (the execution environment carries no Mitogen).
-ON_MITOGEN = frozenset({"cuda_check/default", "dl_env/default", "miniconda/default", "miniconda/failures"})
+# Scenarios whose plays run on Mitogen's strategy, as gpulab runs site.yml's provision play: the ones it made
+# faster (few hosts, long plays: 0.59-0.86 of linear, benchmarks/bench_scenarios.py, docs/testing.md). The
+# others stay linear (Mitogen's start-up per host and play costs them 0.92-1.24), as plain ansible-playbook
+# and AWX run the roles: both strategies run the roles in containers.
+ON_MITOGEN = frozenset({"dl_env/default", "miniconda/default", "miniconda/failures"})
 
 
 def _scenarios() -> list[tuple[str, Path, str]]:

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import on_mitogen, repo_ansible_env
+from tests.conftest import repo_ansible_env
 
 REPO = Path(__file__).resolve().parents[1]
 HOSTILE = "a: {{ b }} $(touch pwned) `id` 'q\" *x* &y !z # on\n- no\n"
@@ -133,7 +133,7 @@ def played(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         },
     ]
     (tmp / "play.yml").write_text(yaml.safe_dump(plays), encoding="utf-8")
-    env = repo_ansible_env(ANSIBLE_FORKS="8", **on_mitogen())  # less CPU than linear: docs/testing.md
+    env = repo_ansible_env(ANSIBLE_FORKS="8")
     proc = subprocess.run(
         [
             str(Path(sys.executable).parent / "ansible-playbook"),

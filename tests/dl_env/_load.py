@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from tests.conftest import on_mitogen, plugin, repo_ansible_env
+from tests.conftest import plugin, repo_ansible_env
 
 REPO = Path(__file__).resolve().parents[2]
 ROLE = REPO / "roles" / "dl_env"
@@ -110,8 +110,7 @@ def run_role_entry(
     tmp: Path, inventory: dict[str, Any], tasks_from: str, **env: str
 ) -> subprocess.CompletedProcess[str]:
     """`ansible-playbook` over `inventory` with one play that includes the dl_env entry point
-    `tasks_from` (render, check) on all hosts, on Mitogen's strategy (less CPU than linear: docs/testing.md);
-    `env` adds or overrides ANSIBLE_* settings."""
+    `tasks_from` (render, check) on all hosts; `env` adds or overrides ANSIBLE_* settings."""
     (tmp / "hosts.yml").write_text(yaml.safe_dump(inventory), encoding="utf-8")
     task = {
         "name": f"Run dl_env {tasks_from}",
@@ -119,7 +118,7 @@ def run_role_entry(
     }
     play = [{"name": tasks_from.capitalize(), "hosts": "all", "gather_facts": False, "tasks": [task]}]
     (tmp / f"{tasks_from}.yml").write_text(yaml.safe_dump(play), encoding="utf-8")
-    run_env = repo_ansible_env(**{**on_mitogen(), **env})
+    run_env = repo_ansible_env(**env)
     argv = [
         str(Path(sys.executable).parent / "ansible-playbook"),
         "-i",

@@ -15,8 +15,6 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import on_mitogen
-
 REPO = Path(__file__).resolve().parents[2]
 PLAYBOOK = Path(__file__).resolve().parent / "playbooks" / "preflight_cases.yml"
 SECRET = "pr0xy-s3cret-Pw"
@@ -162,7 +160,6 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
         ANSIBLE_FORKS="8",
         ANSIBLE_GATHERING="implicit",
-        **on_mitogen(),  # less than half the CPU of linear here (docs/testing.md)
     )
     playbook = [str(REPO / ".venv" / "bin" / "ansible-playbook"), "-i", str(inventory), "--diff", "-v"]
     data: dict[str, Any] = {"plays": []}
