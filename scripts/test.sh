@@ -13,11 +13,13 @@ fi
 
 export PATH="$PWD/.venv/bin:$PATH"
 export CONTAINERS_CONF="${CONTAINERS_CONF:-$PWD/src/gpulab/data/containers.conf}"
-# Base images, and the ones with the Miniforge stand-in pre-installed (rebuilt when the stand-in changes).
-.venv/bin/python -m gpulab.lab.images
-# The execution environment (docs/ee.md): its wheels are downloaded here, on the host (no index is reachable
-# from inside a build); tests/test_ee.py then finds the image up to date by its recipe label.
+# Base images, and the ones with the Miniforge stand-in pre-installed (rebuilt when the stand-in changes),
+# built while the execution environment (docs/ee.md) builds: its wheels are downloaded here, on the host (no
+# index is reachable from inside a build); tests/test_ee.py then finds the image up to date by its recipe label.
+.venv/bin/python -m gpulab.lab.images &
+images=$!
 .venv/bin/python -m gpulab.ee build
+wait "$images"
 # Two workers: the long container tests spread over both while the unit tests fill the gaps
 # (tests/conftest.py orders and groups them). GPULAB_TEST_WORKERS=0 runs everything in one process.
 exec .venv/bin/pytest -n "${GPULAB_TEST_WORKERS:-2}" --dist loadscope "$@"

@@ -36,6 +36,20 @@ def test_unknown_image_is_a_clear_error() -> None:
 
 
 @pytest.mark.containers
+def test_the_command_builds_all_at_once_and_says_which_one_failed(capsys: pytest.CaptureFixture[str]) -> None:
+    """`python -m gpulab.lab.images` (scripts/test.sh) builds every image asked for in parallel: one that
+    cannot be built fails the command with its reason, the others are still made, in the order asked."""
+    require_containers()
+    assert images.main(["debian12", "centos7", "debian12-miniforge"]) == 1
+    assert capsys.readouterr().out.splitlines() == [
+        images.RECIPES["debian12"].tag,
+        "gpulab: unknown image 'centos7'; known: "
+        + ", ".join(sorted([*images.RECIPES, *images.EE_BASE_RECIPES, *images.CONDA_RECIPES])),
+        images.CONDA_RECIPES["debian12-miniforge"].tag,
+    ]
+
+
+@pytest.mark.containers
 @pytest.mark.parametrize("name", sorted(images.RECIPES))
 def test_image_is_labelled_and_not_rebuilt(name: str) -> None:
     require_containers()

@@ -24,6 +24,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -252,13 +253,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--force", action="store_true", help="rebuild even when the recipe is unchanged")
     args = parser.parse_args(argv)
-    try:
-        for name in args.names:
-            print(ensure_image(name, force=args.force))
-    except (ImageBuildError, PodmanError, installer.InstallerBuildError) as exc:
-        print(f"gpulab: {exc}")
-        return 1
-    return 0
+    # All at once: a debootstrap mostly waits on the mirror, so three take little longer than one (a fresh
+    # machine's set-up, as CI's). A conda image waits for its base on the base's build lock.
+    with ThreadPoolExecutor(max_workers=max(1, len(args.names))) as pool:
+        builds = [pool.submit(ensure_image, name, force=args.force) for name in args.names]
+        failed = False
+        for build in builds:
+            try:
+                print(build.result())
+            except (ImageBuildError, PodmanError, installer.InstallerBuildError) as exc:
+                print(f"gpulab: {exc}")
+                failed = True
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
