@@ -253,8 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--force", action="store_true", help="rebuild even when the recipe is unchanged")
     args = parser.parse_args(argv)
-    # All at once: a debootstrap mostly waits on the mirror, so three take little longer than one (a fresh
-    # machine's set-up, as CI's). A conda image waits for its base on the base's build lock.
+    # All at once: a debootstrap waits on the mirror much of its time, so three together take about twice
+    # one, not three times (a fresh machine's set-up, as CI's). A conda image waits for its base's build lock.
     with ThreadPoolExecutor(max_workers=max(1, len(args.names))) as pool:
         builds = [pool.submit(ensure_image, name, force=args.force) for name in args.names]
         failed = False
