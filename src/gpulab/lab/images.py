@@ -24,7 +24,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -254,13 +254,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="rebuild even when the recipe is unchanged")
     args = parser.parse_args(argv)
     # All at once: a debootstrap waits on the mirror much of its time, so three together take about twice
-    # one, not three times (a fresh machine's set-up, as CI's). A conda image waits for its base's build lock.
-    with ThreadPoolExecutor(max_workers=max(1, len(args.names))) as pool:
-        builds = [pool.submit(ensure_image, name, force=args.force) for name in args.names]
+    # one, not three times (a fresh machine's set-up, as CI's). The conda images come after every base image
+    # asked for, so a --force rebuild of a base is done before a conda image is made from it.
+    with ThreadPoolExecutor(max_workers=len(args.names)) as pool:
+        bases = {
+            n: pool.submit(ensure_image, n, force=args.force) for n in args.names if n not in CONDA_RECIPES
+        }
+        wait(bases.values())
+        builds = bases | {
+            n: pool.submit(ensure_image, n, force=args.force) for n in args.names if n not in bases
+        }
         failed = False
-        for build in builds:
+        for name in args.names:
             try:
-                print(build.result())
+                print(builds[name].result())
             except (ImageBuildError, PodmanError, installer.InstallerBuildError) as exc:
                 print(f"gpulab: {exc}")
                 failed = True
